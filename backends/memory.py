@@ -1,0 +1,107 @@
+"""An in-process store: a dict per instance, for tests, simulations and single-process use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from itertools import count
+from types import TracebackType
+from typing import Self
+
+import anyio.lowlevel
+
+from slate_epoch._errors import AlreadyExistsError, NotFoundError, PreconditionError
+from slate_epoch._store import (
+    GetResult,
+    ObjectMeta,
+    PutMode,
+    PutResult,
+    UpdateVersion,
+    validate_key,
+    validate_prefix,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Objects in a dict owned by this instance.
+
+    Every operation is atomic: it checks and changes the dict under one lock and never awaits in
+    between, so it is safe under any number of tasks (and threads). Each operation is still a
+    checkpoint, so concurrent tasks interleave between operations as they would over a network.
+    Etags are unique per instance: an object rewritten with the same bytes gets a new etag.
+    """
+
+    def __init__(self) -> None:
+        self._objects: dict[str, tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
+        self._versions = count(1)
+
+    async def get(self, key: str) -> GetResult:
+        validate_key(key)
+        await anyio.lowlevel.checkpoint()
+        try:
+            body, etag = self._objects[key]
+        except KeyError:
+            raise NotFoundError(key) from None
+        return GetResult(body=body, etag=etag)
+
+    async def head(self, key: str) -> ObjectMeta:
+        validate_key(key)
+        await anyio.lowlevel.checkpoint()
+        try:
+            body, etag = self._objects[key]
+        except KeyError:
+            raise NotFoundError(key) from None
+        return ObjectMeta(key=key, size=len(body), etag=etag)
+
+    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+        validate_key(key)
+        body = bytes(body)
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            current = self._objects.get(key)
+            if mode == "create":
+                if current is not None:
+                    raise AlreadyExistsError(key)
+            elif isinstance(mode, UpdateVersion):
+                if current is None or current[1] != mode.etag:
+                    raise PreconditionError(key)
+            elif mode != "overwrite":
+                raise ValueError(f"unknown put mode {mode!r}")
+            etag = f"m{next(self._versions)}"
+            self._objects[key] = (body, etag)
+        return PutResult(etag=etag)
+
+    async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
+        validate_prefix(prefix)
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            keys = sorted(
+                k for k in self._objects if k.startswith(prefix) and (start_after is None or k > start_after)
+            )
+        for key in keys:
+            entry = self._objects.get(key)
+            if entry is not None:  # deleted since the snapshot of keys: skip, as a paged store would
+                yield ObjectMeta(key=key, size=len(entry[0]), etag=entry[1])
+
+    async def delete(self, key: str) -> None:
+        validate_key(key)
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            self._objects.pop(key, None)
+
+    async def aclose(self) -> None:
+        """Nothing to release; the objects stay readable."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,135 @@
+"""The exception tree. Every error the library raises derives from ``SlateEpochError``.
+
+    SlateEpochError
+    ├── StoreError                      a store operation failed
+    │   ├── NotFoundError               stop: no object at that key (often simply the answer)
+    │   ├── AlreadyExistsError          stop: a "create" found the key taken
+    │   ├── PreconditionError           stop: an update-by-etag found another version, or none
+    │   └── TransientStoreError         RETRY: timeout, 5xx, dropped connection - outcome unknown
+    ├── InvalidKeyError (ValueError)    stop: a key the stores cannot hold; raised before any I/O
+    ├── ManifestError                   a manifest could not be used
+    │   ├── ManifestVersionExistsError  RETRY: another write took that manifest id; re-read, redo
+    │   ├── ManifestCorruptError        stop: bad magic, checksum or body; the object is left as is
+    │   └── UnsupportedFormatError      stop: an intact manifest from a newer slate-epoch
+    ├── FencedError                     stop: a newer epoch holds the role; this handle is finished
+    ├── OperationTimeoutError (TimeoutError)   stop: the deadline passed; .attempts, .last_error
+    │   └── ClaimTimeoutError           ... while claiming (or after max_conflicts conflicts)
+    └── InvariantViolationError         stop: the store holds what the protocol forbids
+
+"RETRY" errors are retried by the claim loop and by ``EpochHandle.update`` under their deadline;
+a caller only sees them from the raw store or ``ManifestStore``. Everything else means stop: a
+retry would get the same answer. Native errors (``OSError``, botocore's) are translated at the
+backend edge and chained with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "ClaimTimeoutError",
+    "FencedError",
+    "InvalidKeyError",
+    "InvariantViolationError",
+    "ManifestCorruptError",
+    "ManifestError",
+    "ManifestVersionExistsError",
+    "NotFoundError",
+    "OperationTimeoutError",
+    "PreconditionError",
+    "SlateEpochError",
+    "StoreError",
+    "TransientStoreError",
+    "UnsupportedFormatError",
+]
+
+
+class SlateEpochError(Exception):
+    """Base of every error raised by slate-epoch."""
+
+
+class StoreError(SlateEpochError):
+    """An object-store operation failed."""
+
+
+class NotFoundError(StoreError):
+    """No object exists at the key."""
+
+
+class AlreadyExistsError(StoreError):
+    """A ``mode="create"`` put found the key already taken."""
+
+
+class PreconditionError(StoreError):
+    """An ``UpdateVersion`` put found a different version of the object, or no object."""
+
+
+class TransientStoreError(StoreError):
+    """The outcome is unknown (timeout, 5xx, dropped connection): the operation may have
+    happened. Safe to retry with the identical request."""
+
+
+class InvalidKeyError(SlateEpochError, ValueError):
+    """A key that no store may hold: empty component, ``.``/``..``, leading ``/``, backslash,
+    NUL, or a name reserved by the backend. Raised before any I/O."""
+
+
+class ManifestError(SlateEpochError):
+    """A manifest could not be written or read."""
+
+
+class ManifestVersionExistsError(ManifestError):
+    """The manifest id is already taken by another write."""
+
+    def __init__(self, manifest_id: int) -> None:
+        super().__init__(f"manifest {manifest_id} already exists")
+        self.manifest_id = manifest_id
+
+
+class ManifestCorruptError(ManifestError):
+    """The object at a manifest key is not an intact slate-epoch manifest."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class UnsupportedFormatError(ManifestError):
+    """An intact manifest written in a format newer than this library reads."""
+
+    def __init__(self, key: str, version: int, supported: int) -> None:
+        super().__init__(
+            f"{key}: manifest format {version} is newer than the newest supported ({supported})"
+        )
+        self.key = key
+        self.version = version
+
+
+class FencedError(SlateEpochError):
+    """A newer epoch holds the role: this handle may no longer write."""
+
+    def __init__(self, role: str, epoch: int, newer_epoch: int) -> None:
+        super().__init__(f"role {role!r}: epoch {epoch} is fenced by epoch {newer_epoch}")
+        self.role = role
+        self.epoch = epoch
+        self.newer_epoch = newer_epoch
+
+
+class OperationTimeoutError(SlateEpochError, TimeoutError):
+    """The operation's deadline passed before it could finish."""
+
+    def __init__(self, message: str, *, attempts: int, last_error: BaseException | None) -> None:
+        if last_error is not None:
+            message = f"{message} (last error: {type(last_error).__name__}: {last_error})"
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class ClaimTimeoutError(OperationTimeoutError):
+    """The claim ran out of time, or met more conflicts than ``max_conflicts`` allows."""
+
+
+class InvariantViolationError(SlateEpochError):
+    """The store holds what the protocol forbids (an epoch that went down, two claims of one
+    epoch). Something other than slate-epoch wrote there, or there is a bug: never written over."""

@@ -1,0 +1,116 @@
+"""The object-store protocol: the only thing the core knows about storage.
+
+A store offers five operations on opaque byte objects under ``/``-separated keys. The core uses
+nothing else, so any object with these methods works, whatever it talks to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Literal, Protocol, Self, TypeAlias, runtime_checkable
+
+import msgspec
+
+from ._errors import InvalidKeyError
+
+__all__ = [
+    "GetResult",
+    "ObjectMeta",
+    "ObjectStore",
+    "PutMode",
+    "PutResult",
+    "UpdateVersion",
+    "validate_key",
+    "validate_prefix",
+]
+
+
+class UpdateVersion(msgspec.Struct, frozen=True):
+    """Put mode: replace the object only if its current etag is ``etag``."""
+
+    etag: str
+
+
+PutMode: TypeAlias = Literal["create", "overwrite"] | UpdateVersion
+
+
+class GetResult(msgspec.Struct, frozen=True):
+    body: bytes
+    etag: str
+
+
+class PutResult(msgspec.Struct, frozen=True):
+    etag: str
+
+
+class ObjectMeta(msgspec.Struct, frozen=True):
+    key: str
+    size: int
+    etag: str
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """What slate-epoch needs from storage.
+
+    ``put`` modes: ``"overwrite"`` always writes; ``"create"`` raises ``AlreadyExistsError`` if
+    the key exists; ``UpdateVersion(etag)`` raises ``PreconditionError`` if the stored etag
+    differs or the key is missing. Each put is atomic: readers see the old object or the new one.
+    Errors are the ``StoreError`` subclasses; ``TransientStoreError`` means the outcome is unknown.
+    """
+
+    async def get(self, key: str) -> GetResult: ...
+
+    async def head(self, key: str) -> ObjectMeta: ...
+
+    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult: ...
+
+    def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
+        """Keys under ``prefix`` in ascending order, only those after ``start_after``.
+        A caller may stop early; a paged store then fetches no further page."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+_FORBIDDEN_CHARS = ("\\", "\x00")
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if every store can hold it, else raise ``InvalidKeyError``.
+
+    A key is a relative path of non-empty components joined by ``/``; ``.`` and ``..`` are
+    refused (a local store would resolve them outside its root), as are backslashes and NUL.
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"key must be a str, not {type(key).__name__}")
+    if not key:
+        raise InvalidKeyError("key is empty")
+    if key.startswith("/"):
+        raise InvalidKeyError(f"key {key!r} starts with '/': keys are relative")
+    for char in _FORBIDDEN_CHARS:
+        if char in key:
+            raise InvalidKeyError(f"key {key!r} contains {char!r}")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidKeyError(f"key {key!r} has an empty, '.' or '..' component")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key, or a key followed by ``/``."""
+    if prefix:
+        validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
