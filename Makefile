@@ -3,7 +3,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := $(wildcard slate_epoch/*.py backends/*.py)
 PYTEST_ARGS ?=
 
 .PHONY: test check lint types pytest demo bench clean
@@ -17,7 +16,7 @@ lint: $(VENV)/.linked
 	$(BIN)/ruff format --check slate_epoch backends tests benchmarks
 
 types: $(VENV)/.linked
-	$(BIN)/mypy slate_epoch backends tests benchmarks
+	$(BIN)/mypy slate_epoch tests benchmarks
 
 pytest: $(VENV)/.linked
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -25,18 +24,13 @@ pytest: $(VENV)/.linked
 demo: $(VENV)/.linked
 	$(BIN)/python -m benchmarks.demo
 
-# Dependencies: reinstalled when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# Reinstalled when pyproject.toml changes. The editable install maps backends/ to
+# slate_epoch.backends as the wheel does; the slate_epoch/backends symlink makes the checkout itself
+# a complete package too, for tools that import from the source tree (mypy, `python -m benchmarks`).
+$(VENV)/.linked: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
-	touch $@
-
-# A "strict" editable install is a tree of symlinks that maps backends/ to slate_epoch/backends,
-# which mypy can follow (it can't follow setuptools' import-hook finder). New files need a relink.
-$(VENV)/.linked: $(VENV)/.installed $(SOURCES)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . \
-		--config-settings editable_mode=strict
+	$(BIN)/python -m pip install --quiet -e '.[dev,s3]'
 	touch $@
 
 clean:

@@ -74,16 +74,21 @@ class MemoryStore:
             self._objects[key] = (body, etag)
         return PutResult(etag=etag)
 
-    async def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
+    async def list(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> AsyncIterator[ObjectMeta]:
         validate_prefix(prefix)
         await anyio.lowlevel.checkpoint()
         with self._lock:
             keys = sorted(
-                k for k in self._objects if k.startswith(prefix) and (start_after is None or k > start_after)
+                k
+                for k in self._objects
+                if k.startswith(prefix) and (start_after is None or k > start_after)
             )
         for key in keys:
             entry = self._objects.get(key)
-            if entry is not None:  # deleted since the snapshot of keys: skip, as a paged store would
+            # deleted since the snapshot of keys: skipped, as a paged store would
+            if entry is not None:
                 yield ObjectMeta(key=key, size=len(entry[0]), etag=entry[1])
 
     async def delete(self, key: str) -> None:

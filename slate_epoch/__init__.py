@@ -3,8 +3,11 @@
 Claim an epoch for a role; a newer claim fences every older holder. See README.md.
 """
 
+from ._claim import EpochHandle, claim_epoch
 from ._errors import (
+    AccessDeniedError,
     AlreadyExistsError,
+    BucketNotFoundError,
     ClaimTimeoutError,
     FencedError,
     InvalidKeyError,
@@ -17,22 +20,32 @@ from ._errors import (
     PreconditionError,
     SlateEpochError,
     StoreError,
+    StoreUnreachableError,
     TransientStoreError,
     UnsupportedFormatError,
 )
+from ._manifest import Manifest, ManifestStore, RoleClaim
+from ._open import open_store
+from ._retry import Backoff
 from ._store import GetResult, ObjectMeta, ObjectStore, PutMode, PutResult, UpdateVersion
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "AlreadyExistsError",
+    "Backoff",
+    "BucketNotFoundError",
     "ClaimTimeoutError",
+    "EpochHandle",
     "FencedError",
     "GetResult",
     "InvalidKeyError",
     "InvariantViolationError",
+    "Manifest",
     "ManifestCorruptError",
     "ManifestError",
+    "ManifestStore",
     "ManifestVersionExistsError",
     "NotFoundError",
     "ObjectMeta",
@@ -41,9 +54,13 @@ __all__ = [
     "PreconditionError",
     "PutMode",
     "PutResult",
+    "RoleClaim",
     "SlateEpochError",
     "StoreError",
+    "StoreUnreachableError",
     "TransientStoreError",
     "UnsupportedFormatError",
     "UpdateVersion",
+    "claim_epoch",
+    "open_store",
 ]

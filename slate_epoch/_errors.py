@@ -5,7 +5,10 @@
     │   ├── NotFoundError               stop: no object at that key (often simply the answer)
     │   ├── AlreadyExistsError          stop: a "create" found the key taken
     │   ├── PreconditionError           stop: an update-by-etag found another version, or none
+    │   ├── BucketNotFoundError         stop: the bucket the store names does not exist
+    │   ├── AccessDeniedError           stop: credentials missing, wrong, or not allowed
     │   └── TransientStoreError         RETRY: timeout, 5xx, dropped connection - outcome unknown
+    │       └── StoreUnreachableError   RETRY: no connection to the endpoint, after bounded retries
     ├── InvalidKeyError (ValueError)    stop: a key the stores cannot hold; raised before any I/O
     ├── ManifestError                   a manifest could not be used
     │   ├── ManifestVersionExistsError  RETRY: another write took that manifest id; re-read, redo
@@ -25,7 +28,9 @@ backend edge and chained with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
     "AlreadyExistsError",
+    "BucketNotFoundError",
     "ClaimTimeoutError",
     "FencedError",
     "InvalidKeyError",
@@ -38,6 +43,7 @@ __all__ = [
     "PreconditionError",
     "SlateEpochError",
     "StoreError",
+    "StoreUnreachableError",
     "TransientStoreError",
     "UnsupportedFormatError",
 ]
@@ -66,6 +72,21 @@ class PreconditionError(StoreError):
 class TransientStoreError(StoreError):
     """The outcome is unknown (timeout, 5xx, dropped connection): the operation may have
     happened. Safe to retry with the identical request."""
+
+
+class BucketNotFoundError(StoreError):
+    """The bucket the store names does not exist (S3 ``NoSuchBucket``). A HEAD answer carries
+    no error code, so there a missing bucket looks like a missing key (``NotFoundError``)."""
+
+
+class AccessDeniedError(StoreError):
+    """The store refused the credentials or the operation: none found in the credential chain,
+    an unknown key id, a wrong secret, an expired token, or a policy that denies it (HTTP 403)."""
+
+
+class StoreUnreachableError(TransientStoreError):
+    """No connection to the store's endpoint (refused, DNS, connect timeout), after the client's
+    own bounded retries. Transient: the endpoint may come back."""
 
 
 class InvalidKeyError(SlateEpochError, ValueError):

@@ -7,6 +7,7 @@ nothing else, so any object with these methods works, whatever it talks to.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Literal, Protocol, Self, TypeAlias, runtime_checkable
 
@@ -21,6 +22,7 @@ __all__ = [
     "PutMode",
     "PutResult",
     "UpdateVersion",
+    "listing",
     "validate_key",
     "validate_prefix",
 ]
@@ -114,3 +116,19 @@ def validate_prefix(prefix: str) -> str:
     if prefix:
         validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
     return prefix
+
+
+@asynccontextmanager
+async def listing(
+    store: ObjectStore, prefix: str, *, start_after: str | None = None
+) -> AsyncIterator[AsyncIterator[ObjectMeta]]:
+    """``store.list(...)``, closed on exit even when the caller stops early, so a paged store
+    drops its connection at once (the protocol only promises an ``AsyncIterator``; generators
+    also have ``aclose``)."""
+    iterator = store.list(prefix, start_after=start_after)
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,287 @@
+"""Claiming an epoch, and writing as its holder. Read next to ``protocol.md``:
+
+1. Read the newest manifest (or start from nothing).
+2. Write the next id with the role's epoch + 1 and a fresh claim id, create-if-absent.
+3. Conflict: read the manifest at that id. Our claim id there means our write landed and only
+   its response was lost: done, no epoch burned. Anything else is a rival's: re-read, bump again.
+4. Outcome unknown (``TransientStoreError``): resend the identical bytes to the identical id; a
+   conflict then goes through step 3.
+5. Between tries, sleep a jittered exponential backoff; all of it under one deadline.
+
+An ``EpochHandle`` writes with the same step 2-4 loop, always at "the id after the newest one I
+know". That id is free only while the manifest before it is the newest, and the handle has
+checked that one carries its own epoch: so a write lands only while no newer claim exists, and
+a fenced handle's write never lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import anyio
+import msgspec
+
+from ._errors import (
+    ClaimTimeoutError,
+    FencedError,
+    InvariantViolationError,
+    ManifestVersionExistsError,
+    NotFoundError,
+    OperationTimeoutError,
+    TransientStoreError,
+)
+from ._manifest import Manifest, ManifestStore, RoleClaim, default_owner, encode, new_id, now_ms
+from ._retry import Backoff, Retrier
+from ._store import ObjectStore
+
+__all__ = ["DEFAULT_TIMEOUT", "EpochHandle", "claim_epoch"]
+
+DEFAULT_TIMEOUT: Final = 60.0
+DEFAULT_BACKOFF: Final = Backoff()
+
+T = TypeVar("T")
+
+
+async def claim_epoch(
+    store: ObjectStore,
+    root: str = "",
+    *,
+    role: str = "writer",
+    timeout: float = DEFAULT_TIMEOUT,
+    max_conflicts: int | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    owner: str | None = None,
+) -> EpochHandle:
+    """Become the holder of ``role`` under ``root``: every older holder is fenced from now on.
+
+    Returns the handle at a new epoch, one above the newest stored. Raises ``ClaimTimeoutError``
+    when ``timeout`` seconds pass, or when a write meets a rival's more than ``max_conflicts``
+    times. ``owner`` (default ``host:pid``) is recorded for operators.
+    """
+    _check_role(role)
+    if max_conflicts is not None and max_conflicts < 0:
+        raise ValueError(f"max_conflicts must be >= 0, got {max_conflicts}")
+    manifests = ManifestStore(store, root)
+    retrier = Retrier(backoff)
+    owner = default_owner() if owner is None else owner
+    conflicts = 0
+    with anyio.move_on_after(timeout):
+        # Step 1. A process that saw this root before starts from what it saw: manifests never
+        # change, and if a newer one exists the create below says so.
+        latest = manifests.cached_latest() or await _read_latest(manifests, retrier)
+        while True:
+            base_id, base = latest
+            # Step 2.
+            claim = RoleClaim(
+                role=role,
+                epoch=base.epoch(role) + 1,
+                claim_id=new_id(),
+                claimed_at_ms=now_ms(),
+                owner=owner,
+            )
+            candidate = base.with_claim(claim)
+            if await _create(manifests, base_id + 1, candidate, retrier):
+                return EpochHandle(
+                    manifests, base_id + 1, candidate, role, timeout=timeout, backoff=backoff
+                )
+            # Step 3: a rival took the id.
+            conflicts += 1
+            if max_conflicts is not None and conflicts > max_conflicts:
+                raise ClaimTimeoutError(
+                    f"claim of role {role!r} met {conflicts} conflicts (max_conflicts="
+                    f"{max_conflicts})",
+                    attempts=retrier.attempts,
+                    last_error=retrier.last_error,
+                )
+            await retrier.pause()
+            latest = await _read_latest(manifests, retrier, known=base_id + 1)
+    raise ClaimTimeoutError(
+        f"claim of role {role!r} timed out after {timeout} s",
+        attempts=retrier.attempts,
+        last_error=retrier.last_error,
+    )
+
+
+class EpochHandle:
+    """The holder of one role at one epoch, until a newer claim fences it.
+
+    ``manifest`` and ``manifest_id`` are the newest version this handle has seen.
+    """
+
+    def __init__(
+        self,
+        manifests: ManifestStore,
+        manifest_id: int,
+        manifest: Manifest,
+        role: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
+        claim = manifest.claim(role)
+        if claim is None:
+            raise ValueError(f"manifest {manifest_id} has no claim for role {role!r}")
+        self._manifests = manifests
+        self._claim = claim
+        self._timeout = timeout
+        self._backoff = backoff
+        self._fenced_by: int | None = None
+        self.manifest_id = manifest_id
+        self.manifest = manifest
+
+    @property
+    def role(self) -> str:
+        return self._claim.role
+
+    @property
+    def epoch(self) -> int:
+        return self._claim.epoch
+
+    @property
+    def claim_id(self) -> str:
+        return self._claim.claim_id
+
+    @property
+    def store(self) -> ObjectStore:
+        return self._manifests.store
+
+    @property
+    def root(self) -> str:
+        return self._manifests.root
+
+    def __repr__(self) -> str:
+        return (
+            f"EpochHandle(role={self.role!r}, epoch={self.epoch}, "
+            f"manifest_id={self.manifest_id}, root={self.root!r})"
+        )
+
+    async def refresh(self, *, timeout: float | None = None) -> Manifest:
+        """Read the newest manifest. ``FencedError`` if a newer epoch holds the role."""
+        self._raise_if_fenced()
+
+        async def read(retrier: Retrier) -> Manifest:
+            self._accept(*await _read_latest(self._manifests, retrier, known=self.manifest_id))
+            return self.manifest
+
+        return await self._with_deadline("refresh", timeout, read)
+
+    async def update(
+        self, mutate: Callable[[Manifest], Manifest], *, timeout: float | None = None
+    ) -> Manifest:
+        """Write ``mutate(newest manifest)`` as the next version, exactly once, and return it.
+
+        On a conflict with another role's write, re-reads and applies ``mutate`` again on top;
+        ``FencedError`` once a newer epoch holds this role (nothing is written). A mutate that
+        changes any role's epoch or claim id is a ``ValueError``.
+        """
+        self._raise_if_fenced()
+
+        async def write(retrier: Retrier) -> Manifest:
+            while True:
+                base_id, base = self.manifest_id, self.manifest
+                candidate = mutate(base)
+                if not isinstance(candidate, Manifest):
+                    raise TypeError(f"mutate must return a Manifest, not {type(candidate)}")
+                if candidate.roles != base.roles:
+                    raise ValueError("mutate must not change any role's epoch or claim id")
+                candidate = msgspec.structs.replace(candidate, write_id=new_id())
+                if await _create(self._manifests, base_id + 1, candidate, retrier):
+                    self.manifest_id, self.manifest = base_id + 1, candidate
+                    return candidate
+                # Someone wrote first. Still ours? (FencedError if not.) Then redo on top.
+                self._accept(*await _read_latest(self._manifests, retrier, known=base_id + 1))
+                await retrier.pause()
+
+        return await self._with_deadline("update", timeout, write)
+
+    def _accept(self, manifest_id: int, manifest: Manifest) -> None:
+        """Adopt a newer manifest after checking it still names this handle's claim."""
+        stored = manifest.claim(self.role)
+        stored_epoch = 0 if stored is None else stored.epoch
+        if stored_epoch > self.epoch:
+            self._fenced_by = stored_epoch
+            raise FencedError(self.role, self.epoch, stored_epoch)
+        if stored is None or stored_epoch < self.epoch:
+            raise InvariantViolationError(
+                f"manifest {manifest_id} has role {self.role!r} at epoch {stored_epoch}, below "
+                f"the held epoch {self.epoch}: epochs must never decrease"
+            )
+        if stored.claim_id != self.claim_id:
+            raise InvariantViolationError(
+                f"manifest {manifest_id}: epoch {self.epoch} of role {self.role!r} was claimed "
+                f"twice ({stored.claim_id} and {self.claim_id})"
+            )
+        if manifest_id > self.manifest_id:
+            self.manifest_id, self.manifest = manifest_id, manifest
+
+    def _raise_if_fenced(self) -> None:
+        if self._fenced_by is not None:
+            raise FencedError(self.role, self.epoch, self._fenced_by)
+
+    async def _with_deadline(
+        self, what: str, timeout: float | None, operation: Callable[[Retrier], Awaitable[T]]
+    ) -> T:
+        timeout = self._timeout if timeout is None else timeout
+        retrier = Retrier(self._backoff)
+        with anyio.move_on_after(timeout):
+            return await operation(retrier)
+        raise OperationTimeoutError(
+            f"{what} of role {self.role!r} at epoch {self.epoch} timed out after {timeout} s",
+            attempts=retrier.attempts,
+            last_error=retrier.last_error,
+        )
+
+
+async def _create(
+    manifests: ManifestStore, manifest_id: int, manifest: Manifest, retrier: Retrier
+) -> bool:
+    """Create ``manifest_id``: True once it holds our write, False if a rival's write is there."""
+    data = encode(manifest)  # once: every retry resends these exact bytes
+    while True:
+        retrier.attempts += 1
+        try:
+            await manifests.write_bytes(manifest_id, data, manifest)
+        except TransientStoreError as exc:  # step 4: it may have landed; ask again, same bytes
+            retrier.failed(exc)
+            await retrier.pause()
+            continue
+        except ManifestVersionExistsError as exc:
+            retrier.failed(exc)
+            break
+        return True
+    # Step 3: whose write is it? Only ours carries our write id.
+    try:
+        existing = await _retry_transient(retrier, lambda: manifests.read(manifest_id))
+    except NotFoundError:  # gone already (retention): certainly not ours to rely on
+        return False
+    return existing.write_id == manifest.write_id
+
+
+async def _read_latest(
+    manifests: ManifestStore, retrier: Retrier, *, known: int = 0
+) -> tuple[int, Manifest]:
+    """The newest manifest, retrying transient errors; ``known`` is an id known to exist."""
+    latest = await _retry_transient(retrier, lambda: manifests.read_latest(known=known))
+    if latest is None:
+        if known:
+            raise InvariantViolationError(
+                f"manifest {known} was seen under {manifests.root!r} but no manifest exists now"
+            )
+        return 0, Manifest()
+    return latest
+
+
+async def _retry_transient(retrier: Retrier, read: Callable[[], Awaitable[T]]) -> T:
+    while True:
+        retrier.attempts += 1
+        try:
+            return await read()
+        except TransientStoreError as exc:
+            retrier.failed(exc)
+            await retrier.pause()
+
+
+def _check_role(role: str) -> None:
+    if not isinstance(role, str) or not role or not role.isprintable():
+        raise ValueError(f"role must be a non-empty printable str, got {role!r}")

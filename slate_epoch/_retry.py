@@ -1,0 +1,55 @@
+"""How long to wait between tries: exponential backoff with full jitter, slept on anyio.
+
+The schedule comes from the ``backoff`` package's wait generators; its own async decorators
+call ``asyncio.sleep``, which would not run on trio, so we drive the generators ourselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import anyio
+import backoff
+import msgspec
+
+__all__ = ["Backoff", "Retrier"]
+
+
+class Backoff(msgspec.Struct, frozen=True):
+    """The wait between tries: ``jitter(min(initial * multiplier**n, maximum))`` seconds.
+
+    Defaults: start at 10 ms, double each time, never above 1 s, full jitter (a uniform draw from
+    zero to that value, which spreads racing claimants apart best). ``jitter`` may be replaced,
+    e.g. by a seeded draw in a deterministic simulation.
+    """
+
+    initial: float = 0.01
+    multiplier: float = 2.0
+    maximum: float = 1.0
+    jitter: Callable[[float], float] = backoff.full_jitter
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.maximum < 0 or self.multiplier < 1:
+            raise ValueError(f"invalid backoff {self!r}")
+
+    def waits(self) -> Iterator[float]:
+        """An endless schedule of waits, in seconds."""
+        schedule = backoff.expo(base=self.multiplier, factor=self.initial, max_value=self.maximum)
+        next(schedule)  # backoff's generators are primed with one next() before the first value
+        for value in schedule:
+            yield self.jitter(value)
+
+
+class Retrier:
+    """Counts the tries of one operation, remembers the last error, and sleeps between tries."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.attempts = 0
+        self.last_error: BaseException | None = None
+        self._waits = backoff.waits()
+
+    def failed(self, error: BaseException) -> None:
+        self.last_error = error
+
+    async def pause(self) -> None:
+        await anyio.sleep(next(self._waits))

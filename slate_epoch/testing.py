@@ -1,0 +1,204 @@
+"""Tools for testing code built on slate-epoch: a store that misbehaves on purpose.
+
+``FaultyStore`` wraps any ``ObjectStore`` and injects what real networks do: a *lost response*
+(the operation happens, then the caller gets ``TransientStoreError``), an *error* (the caller
+gets ``TransientStoreError`` and nothing happens), and latency. Random faults come from one
+seeded RNG, so a seed replays the same faults in the same order; ``script`` queues exact faults
+for scenario tests::
+
+    store = FaultyStore(MemoryStore(), seed=1)
+    store.script("lost", op="create", prefix="manifest/")   # the next manifest create lands,
+    handle = await claim_epoch(store)                        # but its response is lost
+    assert store.counts["lost"] == 1 and handle.epoch == 1
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Literal, Self, TypeAlias
+
+import anyio
+
+from ._errors import TransientStoreError
+from ._store import (
+    GetResult,
+    ObjectMeta,
+    ObjectStore,
+    PutMode,
+    PutResult,
+    UpdateVersion,
+    listing,
+)
+
+__all__ = ["FaultAction", "FaultyStore", "Operation"]
+
+Operation: TypeAlias = Literal["get", "head", "put", "list", "delete"]
+FaultAction: TypeAlias = Literal["lost", "error"]
+OPERATIONS: Final[tuple[Operation, ...]] = ("get", "head", "put", "list", "delete")
+_PUT_MODES: Final = ("create", "overwrite", "update")
+
+
+@dataclass
+class _Scripted:
+    action: FaultAction
+    op: str | None
+    prefix: str | None
+    times: int
+
+    def matches(self, op: Operation, mode: str | None, key: str) -> bool:
+        if self.op is not None and self.op not in (op, mode):
+            return False
+        return self.prefix is None or key.startswith(self.prefix)
+
+
+class FaultyStore:
+    """An ``ObjectStore`` that forwards to ``inner`` and injects faults.
+
+    - ``lost_response_rate``: chance that an operation is performed and then reported as a
+      ``TransientStoreError`` (the response was lost);
+    - ``error_rate``: chance that an operation fails with ``TransientStoreError`` unperformed;
+    - ``latency``: seconds slept (``anyio.sleep``) before each operation, fixed or a
+      ``(low, high)`` range drawn from the RNG;
+    - ``ops``: the operations random faults apply to (default: all of
+      ``get head put list delete``). Scripted faults ignore it.
+
+    ``counts`` tallies calls by operation, plus ``"lost"`` and ``"error"`` for faults injected.
+    """
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        *,
+        seed: int,
+        lost_response_rate: float = 0.0,
+        error_rate: float = 0.0,
+        latency: float | tuple[float, float] | None = None,
+        ops: Collection[Operation] | None = None,
+    ) -> None:
+        for name, rate in (("lost_response_rate", lost_response_rate), ("error_rate", error_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {rate}")
+        if lost_response_rate + error_rate > 1.0:
+            raise ValueError("lost_response_rate + error_rate must not exceed 1")
+        unknown = set(ops or ()) - set(OPERATIONS)
+        if unknown:
+            raise ValueError(f"unknown operations {sorted(unknown)}; known: {OPERATIONS}")
+        self.inner = inner
+        self.seed = seed
+        self.lost_response_rate = lost_response_rate
+        self.error_rate = error_rate
+        self.latency = latency
+        self.ops = frozenset(OPERATIONS if ops is None else ops)
+        self.counts: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+        self._script: deque[_Scripted] = deque()
+
+    def script(
+        self,
+        action: FaultAction,
+        *,
+        op: Operation | Literal["create", "overwrite", "update"] | None = None,
+        prefix: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Queue an exact fault: the next ``times`` operations matching ``op`` (an operation, or
+        a put mode: ``create``/``overwrite``/``update``) and key ``prefix`` get ``action``.
+        Scripted faults are used in the order queued, before any random fault."""
+        if action not in ("lost", "error"):
+            raise ValueError(f"action must be 'lost' or 'error', got {action!r}")
+        if op is not None and op not in OPERATIONS and op not in _PUT_MODES:
+            raise ValueError(f"unknown op {op!r}")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        self._script.append(_Scripted(action, op, prefix, times))
+
+    async def _before(self, op: Operation, key: str, mode: str | None = None) -> FaultAction | None:
+        """Count the call, sleep the latency, and decide its fault (None: none)."""
+        self.counts[op] += 1
+        latency = self.latency
+        if isinstance(latency, tuple):
+            latency = self._rng.uniform(*latency)
+        if latency:
+            await anyio.sleep(latency)
+        fault = self._scripted(op, mode, key)
+        if fault is None and op in self.ops:
+            draw = self._rng.random()
+            if draw < self.lost_response_rate:
+                fault = "lost"
+            elif draw < self.lost_response_rate + self.error_rate:
+                fault = "error"
+        if fault is not None:
+            self.counts[fault] += 1
+        if fault == "error":
+            raise TransientStoreError(f"injected error on {op} {key!r}")
+        return fault
+
+    def _scripted(self, op: Operation, mode: str | None, key: str) -> FaultAction | None:
+        for entry in self._script:
+            if entry.matches(op, mode, key):
+                entry.times -= 1
+                if entry.times == 0:
+                    self._script.remove(entry)
+                return entry.action
+        return None
+
+    @staticmethod
+    def _lost(op: Operation, key: str) -> TransientStoreError:
+        return TransientStoreError(f"injected lost response on {op} {key!r} (it was performed)")
+
+    async def get(self, key: str) -> GetResult:
+        fault = await self._before("get", key)
+        result = await self.inner.get(key)
+        if fault == "lost":
+            raise self._lost("get", key)
+        return result
+
+    async def head(self, key: str) -> ObjectMeta:
+        fault = await self._before("head", key)
+        result = await self.inner.head(key)
+        if fault == "lost":
+            raise self._lost("head", key)
+        return result
+
+    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+        mode_name = "update" if isinstance(mode, UpdateVersion) else mode
+        fault = await self._before("put", key, mode_name)
+        result = await self.inner.put(key, body, mode=mode)
+        if fault == "lost":
+            raise self._lost("put", key)
+        return result
+
+    async def list(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> AsyncIterator[ObjectMeta]:
+        fault = await self._before("list", prefix)
+        if fault == "lost":  # a listing whose response never arrived: the caller sees nothing
+            raise self._lost("list", prefix)
+        async with listing(self.inner, prefix, start_after=start_after) as metas:
+            async for meta in metas:
+                yield meta
+
+    async def delete(self, key: str) -> None:
+        fault = await self._before("delete", key)
+        await self.inner.delete(key)
+        if fault == "lost":
+            raise self._lost("delete", key)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.inner.__aexit__(exc_type, exc, tb)

@@ -1,0 +1,386 @@
+"""The claim and the handle, on every backend, under asyncio and trio."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from slate_epoch import (
+    Backoff,
+    ClaimTimeoutError,
+    EpochHandle,
+    FencedError,
+    InvariantViolationError,
+    Manifest,
+    ManifestStore,
+    ManifestVersionExistsError,
+    ObjectStore,
+    OperationTimeoutError,
+    RoleClaim,
+    SlateEpochError,
+    TransientStoreError,
+    claim_epoch,
+)
+from slate_epoch.testing import FaultyStore
+from tests.interpose import Interposer
+
+pytestmark = pytest.mark.anyio
+
+FAST = Backoff(initial=0.001, maximum=0.01)
+
+
+async def manifest_ids(store: ObjectStore, root: str = "") -> list[int]:
+    prefix = f"{root}/manifest/" if root else "manifest/"
+    return [int(meta.key[len(prefix) :][:20]) async for meta in store.list(prefix)]
+
+
+async def all_manifests(store: ObjectStore, root: str = "") -> list[Manifest]:
+    manifests = ManifestStore(store, root)
+    return [await manifests.read(i) for i in await manifest_ids(store, root)]
+
+
+def append(data: bytes) -> Callable[[Manifest], Manifest]:
+    def mutate(manifest: Manifest) -> Manifest:
+        return msgspec.structs.replace(manifest, state=manifest.state + data)
+
+    return mutate
+
+
+async def test_first_claim_is_epoch_one_at_manifest_one(store: ObjectStore) -> None:
+    handle = await claim_epoch(store)
+    assert (handle.role, handle.epoch, handle.manifest_id) == ("writer", 1, 1)
+    assert handle.manifest.epoch("writer") == 1
+    assert handle.manifest.claim("writer") is not None
+    assert await manifest_ids(store) == [1]
+
+
+async def test_sequential_claims_count_up_by_one(store: ObjectStore) -> None:
+    epochs = [(await claim_epoch(store, "svc")).epoch for _ in range(5)]
+    assert epochs == [1, 2, 3, 4, 5]
+    assert await manifest_ids(store, "svc") == [1, 2, 3, 4, 5]
+
+
+async def test_claims_in_a_fresh_process_continue_the_history(store: ObjectStore) -> None:
+    for _ in range(3):
+        await claim_epoch(store)
+    other_process = Interposer(store)  # another store object: nothing cached about this root
+    handle = await claim_epoch(other_process)
+    assert (handle.epoch, handle.manifest_id) == (4, 4)
+
+
+async def test_a_newer_claim_fences_the_older_handle(store: ObjectStore) -> None:
+    old = await claim_epoch(store)
+    await old.update(append(b"old"))
+    new = await claim_epoch(Interposer(store))
+    with pytest.raises(FencedError) as excinfo:
+        await old.refresh()
+    assert (excinfo.value.epoch, excinfo.value.newer_epoch) == (1, 2)
+    with pytest.raises(FencedError):
+        await old.update(append(b"zombie"))
+    with pytest.raises(FencedError):  # and it stays fenced
+        await old.update(append(b"zombie"))
+    manifests = await all_manifests(store)
+    assert len(manifests) == 3
+    assert all(b"zombie" not in m.state for m in manifests)
+    assert (await new.refresh()).state == b"old"
+
+
+async def test_a_fenced_handle_that_never_refreshed_cannot_write(store: ObjectStore) -> None:
+    old = await claim_epoch(store)
+    await claim_epoch(Interposer(store))
+    with pytest.raises(FencedError):
+        await old.update(append(b"zombie"))
+    assert [m.state for m in await all_manifests(store)] == [b"", b""]
+
+
+async def test_lost_claim_response_burns_no_extra_epoch(store: ObjectStore) -> None:
+    for _ in range(2):
+        await claim_epoch(store)
+    faulty = FaultyStore(store, seed=0)
+    faulty.script("lost", op="create", prefix="manifest/")
+    handle = await claim_epoch(faulty, backoff=FAST)
+    assert faulty.counts["lost"] == 1
+    assert (handle.epoch, handle.manifest_id) == (3, 3)
+    assert await manifest_ids(store) == [1, 2, 3]
+
+
+async def test_lost_response_on_the_very_first_claim(store: ObjectStore) -> None:
+    faulty = FaultyStore(store, seed=0)
+    faulty.script("lost", op="create", times=3)
+    handle = await claim_epoch(faulty, backoff=FAST)
+    assert (handle.epoch, handle.manifest_id) == (1, 1)
+    assert await manifest_ids(store) == [1]
+
+
+async def test_errors_before_the_write_are_retried(store: ObjectStore) -> None:
+    faulty = FaultyStore(store, seed=0)
+    faulty.script("error", op="create", times=2)
+    faulty.script("error", op="list")
+    handle = await claim_epoch(faulty, backoff=FAST)
+    assert handle.epoch == 1
+    assert faulty.counts["error"] == 3
+
+
+async def test_lost_update_response_is_applied_exactly_once(store: ObjectStore) -> None:
+    handle = await claim_epoch(store)
+    faulty = FaultyStore(store, seed=0)
+    handle_over_faults = await claim_epoch(faulty)
+    assert handle_over_faults.epoch == 2
+    faulty.script("lost", op="create")
+    result = await handle_over_faults.update(append(b"x"))
+    assert result.state == b"x"
+    assert [m.state for m in await all_manifests(store)] == [b"", b"", b"x"]
+    with pytest.raises(FencedError):
+        await handle.refresh()
+
+
+async def test_lost_update_response_with_another_role_writing_on_top(store: ObjectStore) -> None:
+    view = Interposer(store)
+    writer = await claim_epoch(view)
+    rival_process = Interposer(store)
+
+    async def compactor_claims() -> None:
+        await claim_epoch(rival_process, role="compactor")
+
+    # The writer's update lands at 2, the compactor claims at 3, then the writer's response is lost.
+    view.on_create("manifest/", after=compactor_claims, lose_response=True)
+    result = await writer.update(append(b"once"))
+    assert result.state == b"once"
+    manifests = await all_manifests(store)
+    assert [m.state for m in manifests] == [b"", b"once", b"once"]
+    assert manifests[2].epoch("compactor") == 1
+    # the writer still holds its role, and its next update lands on top of the compactor's claim
+    after = await writer.update(append(b"+"))
+    assert after.state == b"once+"
+    assert writer.manifest_id == 4
+
+
+async def test_claim_that_loses_the_race_bumps_on_top_of_the_rival(store: ObjectStore) -> None:
+    await claim_epoch(store)
+    view = Interposer(store)
+    rivals: list[EpochHandle] = []
+
+    async def rival_claims() -> None:
+        rivals.append(await claim_epoch(Interposer(store)))
+
+    # We read manifest 1; a rival takes 2 before our create.
+    await view.get(ManifestStore(store).key(1))
+    view.on_create("manifest/", before=rival_claims)
+    handle = await claim_epoch(view, backoff=FAST)
+    assert rivals[0].epoch == 2
+    assert (handle.epoch, handle.manifest_id) == (3, 3)
+    with pytest.raises(FencedError):
+        await rivals[0].refresh()
+
+
+async def test_concurrent_claimers_get_distinct_epochs_and_one_survives(
+    store: ObjectStore,
+) -> None:
+    handles: list[EpochHandle] = []
+
+    async def claimant() -> None:
+        # each claimant is its own "process": its own store object, so no shared cache
+        handles.append(await claim_epoch(Interposer(store), backoff=FAST))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(32):
+            tg.start_soon(claimant)
+    assert sorted(h.epoch for h in handles) == list(range(1, 33))
+    survivors = []
+    for handle in handles:
+        try:
+            await handle.refresh()
+        except FencedError:
+            continue
+        survivors.append(handle)
+    assert [h.epoch for h in survivors] == [32]
+    assert await manifest_ids(store) == list(range(1, 33))
+
+
+def _rival_manifest(base: Manifest, role: str, n: int) -> Manifest:
+    claim = RoleClaim(role=role, epoch=base.epoch(role) + 1, claim_id=f"rival-{n}")
+    return base.with_claim(claim)
+
+
+class _AlwaysBeaten:
+    """Before every create of ours, a rival writes that id first: constant contention."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.view = Interposer(store)
+        self.rival = ManifestStore(Interposer(store))
+        self.rivals = 0
+        self.view.on_create("manifest/", before=self._rival_writes, times=None)
+
+    async def _rival_writes(self) -> None:
+        latest = await self.rival.read_latest()
+        manifest_id, base = latest if latest else (0, Manifest())
+        self.rivals += 1
+        await self.rival.write(manifest_id + 1, _rival_manifest(base, "writer", self.rivals))
+
+
+async def test_constant_contention_ends_in_claim_timeout(store: ObjectStore) -> None:
+    beaten = _AlwaysBeaten(store)
+    start = anyio.current_time()
+    with pytest.raises(ClaimTimeoutError) as excinfo:
+        await claim_epoch(beaten.view, timeout=0.3, backoff=FAST)
+    elapsed = anyio.current_time() - start
+    assert elapsed < 0.3 + 5.0  # the deadline, plus generous slack for a loaded machine
+    error = excinfo.value
+    assert isinstance(error, TimeoutError)
+    assert isinstance(error, SlateEpochError)
+    assert error.attempts >= 1
+    assert isinstance(error.last_error, ManifestVersionExistsError)
+
+
+async def test_max_conflicts_bounds_the_claim(store: ObjectStore) -> None:
+    beaten = _AlwaysBeaten(store)
+    with pytest.raises(ClaimTimeoutError, match="max_conflicts=3"):
+        await claim_epoch(beaten.view, max_conflicts=3, timeout=60, backoff=FAST)
+    assert beaten.rivals == 4  # the fourth conflict is the one past the cap
+    assert all(m.claim("writer").claim_id.startswith("rival-") for m in await all_manifests(store))  # type: ignore[union-attr]
+
+
+async def test_recognising_our_own_landed_write_is_not_a_conflict(store: ObjectStore) -> None:
+    faulty = FaultyStore(store, seed=0)
+    faulty.script("lost", op="create", times=2)
+    handle = await claim_epoch(faulty, max_conflicts=0, backoff=FAST)
+    assert handle.epoch == 1
+
+
+async def test_roles_are_independent(store: ObjectStore) -> None:
+    writer = await claim_epoch(store, role="writer")
+    compactor = await claim_epoch(Interposer(store), role="compactor")
+    assert (writer.epoch, compactor.epoch) == (1, 1)
+    await writer.update(append(b"w"))  # not fenced by the compactor's claim
+    await compactor.update(append(b"c"))
+    assert (await writer.refresh()).state == b"wc"
+    assert (await compactor.refresh()).epoch("writer") == 1
+
+
+async def test_update_rejects_a_mutate_that_changes_claims(store: ObjectStore) -> None:
+    handle = await claim_epoch(store)
+
+    def bump(manifest: Manifest) -> Manifest:
+        return _rival_manifest(manifest, "writer", 0)
+
+    with pytest.raises(ValueError, match="epoch or claim id"):
+        await handle.update(bump)
+    with pytest.raises(TypeError):
+        await handle.update(lambda m: b"not a manifest")  # type: ignore[arg-type,return-value]
+    assert await manifest_ids(store) == [1]
+
+
+async def test_a_lower_stored_epoch_is_an_invariant_violation(store: ObjectStore) -> None:
+    handle = await claim_epoch(store)
+    await claim_epoch(store)
+    handle_2 = await claim_epoch(store)
+    # A foreign writer puts epoch 1 back on top: the protocol forbids it.
+    await ManifestStore(store).write(4, handle.manifest)
+    with pytest.raises(InvariantViolationError):
+        await handle_2.refresh()
+    with pytest.raises(InvariantViolationError):
+        await handle_2.update(append(b"x"))
+    assert await manifest_ids(store) == [1, 2, 3, 4]
+
+
+async def test_the_same_epoch_claimed_twice_is_an_invariant_violation(store: ObjectStore) -> None:
+    handle = await claim_epoch(store)
+    twin = _rival_manifest(Manifest(), "writer", 1)
+    await ManifestStore(store).write(2, twin)
+    with pytest.raises(InvariantViolationError, match="claimed twice"):
+        await handle.refresh()
+
+
+async def test_update_times_out_when_the_store_keeps_failing(store: ObjectStore) -> None:
+    faulty = FaultyStore(store, seed=0)
+    handle = await claim_epoch(faulty, backoff=FAST)
+    faulty.error_rate = 1.0
+    with pytest.raises(OperationTimeoutError) as excinfo:
+        await handle.update(append(b"x"), timeout=0.2)
+    assert isinstance(excinfo.value, TimeoutError)
+    assert not isinstance(excinfo.value, ClaimTimeoutError)
+    assert isinstance(excinfo.value.last_error, TransientStoreError)
+    assert excinfo.value.attempts > 1
+    with pytest.raises(OperationTimeoutError):
+        await handle.refresh(timeout=0.1)
+    assert await manifest_ids(store) == [1]
+
+
+async def test_claim_times_out_when_the_store_keeps_failing(store: ObjectStore) -> None:
+    faulty = FaultyStore(store, seed=0, error_rate=1.0)
+    with pytest.raises(ClaimTimeoutError) as excinfo:
+        await claim_epoch(faulty, timeout=0.2, backoff=FAST)
+    assert isinstance(excinfo.value.last_error, TransientStoreError)
+
+
+@pytest.mark.parametrize("cut_after", [0.0, 0.002, 0.005, 0.01, 0.02, 0.05])
+async def test_a_cancelled_claim_leaves_the_store_consistent(
+    store: ObjectStore, cut_after: float
+) -> None:
+    await claim_epoch(store)
+    slow = FaultyStore(store, seed=1, latency=(0.0, 0.01))
+    with anyio.move_on_after(cut_after):
+        await claim_epoch(slow, backoff=FAST)
+    handle = await claim_epoch(Interposer(store))
+    ids = await manifest_ids(store)
+    assert ids == list(range(1, len(ids) + 1))
+    assert handle.manifest_id == ids[-1]
+    epochs = [m.epoch("writer") for m in await all_manifests(store)]
+    assert epochs == sorted(set(epochs))  # strictly increasing
+    assert handle.epoch == epochs[-1]
+
+
+async def test_a_warm_claim_costs_one_request_whatever_the_history(store: ObjectStore) -> None:
+    counted = FaultyStore(store, seed=0)
+    for _ in range(30):
+        await claim_epoch(counted)
+    counted.counts.clear()
+    await claim_epoch(counted)
+    assert counted.counts == {"put": 1}
+
+
+async def test_a_cold_claim_on_a_short_history_lists_once(store: ObjectStore) -> None:
+    for _ in range(10):
+        await claim_epoch(store)
+    counted = FaultyStore(store, seed=0)
+    handle = await claim_epoch(counted)
+    assert handle.epoch == 11
+    assert sum(counted.counts.values()) <= 3
+    assert counted.counts["list"] == 1
+
+
+async def test_roots_are_separate_histories(store: ObjectStore) -> None:
+    a = await claim_epoch(store, "tenants/a")
+    b = await claim_epoch(store, "tenants/b")
+    a2 = await claim_epoch(store, "tenants/a")
+    assert (a.epoch, b.epoch, a2.epoch) == (1, 1, 2)
+    assert (await b.refresh()).epoch("writer") == 1
+    with pytest.raises(FencedError):
+        await a.refresh()
+
+
+@pytest.mark.parametrize("role", ["", "bad\nrole"])
+async def test_invalid_roles_are_refused(store: ObjectStore, role: str) -> None:
+    with pytest.raises(ValueError, match="role"):
+        await claim_epoch(store, role=role)
+    assert await manifest_ids(store) == []
+
+
+def test_backoff_waits_grow_to_the_maximum_and_stay_jittered() -> None:
+    waits = Backoff(initial=0.01, multiplier=2, maximum=0.1, jitter=lambda v: v).waits()
+    assert [next(waits) for _ in range(6)] == [0.01, 0.02, 0.04, 0.08, 0.1, 0.1]
+    jittered = Backoff(initial=0.5, maximum=0.5).waits()
+    samples = [next(jittered) for _ in range(200)]
+    assert all(0 <= s <= 0.5 for s in samples)
+    assert not math.isclose(min(samples), max(samples))
+
+
+@pytest.mark.parametrize("kwargs", [{"initial": -1.0}, {"multiplier": 0.5}, {"maximum": -0.1}])
+def test_backoff_rejects_nonsense(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="invalid backoff"):
+        Backoff(**kwargs)
