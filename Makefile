@@ -12,17 +12,17 @@ test: check pytest
 check: lint types
 
 lint: $(VENV)/.linked
-	$(BIN)/ruff check slate_epoch backends tests benchmarks
-	$(BIN)/ruff format --check slate_epoch backends tests benchmarks
+	$(BIN)/ruff check slate_epoch backends tests benchmarks examples
+	$(BIN)/ruff format --check slate_epoch backends tests benchmarks examples
 
 types: $(VENV)/.linked
-	$(BIN)/mypy slate_epoch tests benchmarks
+	$(BIN)/mypy slate_epoch tests benchmarks examples
 
 pytest: $(VENV)/.linked
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.linked
-	$(BIN)/python -m benchmarks.demo
+	$(BIN)/python examples/demo.py
 
 # Reinstalled when pyproject.toml changes. The editable install maps backends/ to
 # slate_epoch.backends as the wheel does; the slate_epoch/backends symlink makes the checkout itself

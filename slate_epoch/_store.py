@@ -60,6 +60,10 @@ class ObjectStore(Protocol):
     the key exists; ``UpdateVersion(etag)`` raises ``PreconditionError`` if the stored etag
     differs or the key is missing. Each put is atomic: readers see the old object or the new one.
     Errors are the ``StoreError`` subclasses; ``TransientStoreError`` means the outcome is unknown.
+
+    Portable code (the core is) relies on nothing more. In particular, a store may refuse to hold
+    both ``a`` and ``a/b`` (a folder can't be a file), and rewriting identical bytes may keep the
+    same etag (S3's etag is a content hash) or not (memory, local).
     """
 
     async def get(self, key: str) -> GetResult: ...
@@ -88,6 +92,7 @@ class ObjectStore(Protocol):
 
 
 _FORBIDDEN_CHARS = ("\\", "\x00")
+MAX_KEY_BYTES = 1024  # S3's limit, so a key valid on one backend is valid on all
 
 
 def validate_key(key: str) -> str:
@@ -108,6 +113,12 @@ def validate_key(key: str) -> str:
     for part in key.split("/"):
         if part in ("", ".", ".."):
             raise InvalidKeyError(f"key {key!r} has an empty, '.' or '..' component")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidKeyError(f"key {key!r} is not valid Unicode (a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is {size} bytes in UTF-8; the most any store takes is 1024")
     return key
 
 
