@@ -1,16 +1,22 @@
-"""Shared fixtures: every behaviour test runs on every backend, under asyncio and trio."""
+"""Shared fixtures: every behaviour test runs on every backend, under asyncio and trio.
+
+S3 runs against a moto server that the session starts (tests/s3_server.py), under asyncio only:
+aiobotocore needs asyncio, so the (s3, trio) combinations are deselected, and test_s3_store.py
+checks that S3Store refuses trio with a clear error.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from slate_epoch import ObjectStore
 from slate_epoch.backends.memory import MemoryStore
+from tests.s3_server import TEST_ENVIRONMENT, UNSET_ENVIRONMENT, MotoServer, create_bucket
 
-BACKENDS = ["memory", "local"]
+BACKENDS = ["memory", "local", "s3"]
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -18,18 +24,57 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def _make_store(name: str, tmp_path: Path) -> ObjectStore:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (and report as deselected) the tests that would run S3 on trio."""
+    on_trio = [item for item in items if _s3_on_trio(item)]
+    if on_trio:
+        config.hook.pytest_deselected(items=on_trio)
+        items[:] = [item for item in items if not _s3_on_trio(item)]
+
+
+def _s3_on_trio(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return bool(params.get("store") == "s3" and params.get("anyio_backend") == "trio")
+
+
+@pytest.fixture(scope="session")
+def aws_test_environment() -> Iterator[None]:
+    """Dummy AWS credentials and region for the AWS credential chain; no real AWS, no ~/.aws."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in TEST_ENVIRONMENT.items():
+            patch.setenv(name, value)
+        for name in UNSET_ENVIRONMENT:
+            patch.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(
+    aws_test_environment: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The endpoint URL of a moto S3 server, one subprocess for the whole session."""
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server.endpoint_url
+
+
+async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> ObjectStore:
     if name == "memory":
         return MemoryStore()
     if name == "local":
         from slate_epoch.backends.local import LocalStore
 
         return LocalStore(tmp_path / "store")
+    if name == "s3":
+        from slate_epoch.backends.s3 import S3Store
+
+        endpoint_url = request.getfixturevalue("s3_endpoint")
+        return S3Store(await create_bucket(endpoint_url), endpoint_url=endpoint_url)
     raise AssertionError(f"unknown backend {name}")
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
-    """A fresh, empty store of each backend; closed after the test."""
-    async with await _make_store(str(request.param), tmp_path) as opened:
+    """A fresh, empty store of each backend (S3: a new bucket); closed after the test."""
+    async with await _make_store(str(request.param), tmp_path, request) as opened:
         yield opened

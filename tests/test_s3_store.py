@@ -1,0 +1,642 @@
+"""S3Store against a real S3 server (moto, started by conftest), plus what moto cannot produce.
+
+Most tests talk to the moto server over HTTP. Where a test uses something else it says so in its
+docstring: "STUBBED" (botocore's Stubber answers instead of a server: 409 and 5xx bodies that moto
+never sends) or "FAKE SERVER" (a raw TCP listener in the test that resets, stalls or answers 503).
+The behaviour suite (test_claim.py, test_manifest.py, ...) runs on S3 through the ``store``
+fixture as well.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from aiobotocore.stub import AioStubber
+from anyio.abc import SocketStream
+
+from slate_epoch import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    BucketNotFoundError,
+    InvalidKeyError,
+    NotFoundError,
+    PreconditionError,
+    StoreError,
+    StoreUnreachableError,
+    TransientStoreError,
+    UpdateVersion,
+    claim_epoch,
+    open_store,
+)
+from slate_epoch.backends.s3 import S3Store
+from tests.s3_server import MotoServer, create_bucket
+
+# Dummy credentials for every test here, including those that never reach moto.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_test_environment")]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """S3Store runs on asyncio only; the one trio test parametrizes this itself."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def bucket(s3_endpoint: str) -> str:
+    return await create_bucket(s3_endpoint)
+
+
+@pytest.fixture
+async def s3(s3_endpoint: str, bucket: str) -> AsyncIterator[S3Store]:
+    async with S3Store(bucket, endpoint_url=s3_endpoint) as store:
+        yield store
+
+
+class Requests:
+    """Counts the HTTP requests a store's client sends (every attempt, retries included)."""
+
+    def __init__(self, store: S3Store) -> None:
+        self.operations: list[str] = []
+        store.client.meta.events.register("before-send.s3.*", self._on_send)
+
+    def _on_send(self, event_name: str, **kwargs: Any) -> None:
+        self.operations.append(event_name.rsplit(".", 1)[-1])
+
+    def clear(self) -> None:
+        self.operations.clear()
+
+
+# --- URLs and arguments (no I/O) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "bucket", "prefix"),
+    [
+        ("s3://my-bucket", "my-bucket", ""),
+        ("s3://my-bucket/", "my-bucket", ""),
+        ("s3://my.bucket-1/a/b", "my.bucket-1", "a/b"),
+        ("s3://my-bucket/a/b/", "my-bucket", "a/b"),
+        ("S3://abc/x%20y", "abc", "x y"),
+        ("s3://abc/p?endpoint_url=http://127.0.0.1:9000&region=us-east-1", "abc", "p"),
+        (
+            "s3://abc?connect_timeout=1.5&read_timeout=3&max_attempts=2&conflict_attempts=4",
+            "abc",
+            "",
+        ),
+        ("s3://abc?addressing_style=path", "abc", ""),
+    ],
+)
+def test_good_urls(url: str, bucket: str, prefix: str) -> None:
+    store = S3Store.from_url(url)
+    assert (store.bucket, store.prefix) == (bucket, prefix)
+    opened = open_store(url)
+    assert isinstance(opened, S3Store)
+    assert (opened.bucket, opened.prefix) == (bucket, prefix)
+
+
+def test_url_options_and_arguments_combine_but_never_twice() -> None:
+    store = S3Store.from_url("s3://abc/p?region=eu-west-1", endpoint_url="http://127.0.0.1:1")
+    assert "127.0.0.1:1" in repr(store)
+    with pytest.raises(ValueError, match="both in the URL and as arguments"):
+        S3Store.from_url("s3://abc?region=eu-west-1", region="us-east-1")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://AKIAEXAMPLE:hunter2secret@bucket/p",
+        "s3://AKIAEXAMPLE@bucket",
+        "s3://bucket/p?aws_access_key_id=AKIAEXAMPLE",
+        "s3://bucket/p?aws_secret_access_key=hunter2secret",
+        "s3://bucket/p?aws_session_token=hunter2secret",
+        "s3://bucket?region=us-east-1&secret=hunter2secret",
+        "s3://bucket?endpoint_url=http://AKIAEXAMPLE:hunter2secret@127.0.0.1:9000",
+    ],
+)
+def test_urls_with_secrets_are_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ValueError, match="credentials") as caught:
+        S3Store.from_url(url)
+    assert "hunter2secret" not in str(caught.value)
+    assert "AKIAEXAMPLE" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://bucket?colour=blue", "unknown option.*colour"),
+        ("s3://bucket?region=a&region=b", "given twice"),
+        ("s3://bucket?max_attempts=lots", "max_attempts.*int"),
+        ("s3://bucket?max_attempts=0", "at least 1"),
+        ("s3://bucket?connect_timeout=-1", "positive"),
+        ("s3://bucket?addressing_style=sideways", "addressing_style"),
+        ("s3://bucket?endpoint_url=ftp://host", "endpoint_url"),
+        ("s3://bucket:9000/p", "no port"),
+        ("s3:///p", "no bucket"),
+        ("s3://bucket#frag", "fragment"),
+    ],
+)
+def test_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        S3Store.from_url(url)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ab", "a" * 64, "Upper", "under_score", "-abc", "abc-", "a..b", "a.-b", "192.168.1.1", "a b"],
+)
+def test_bad_bucket_names(name: str) -> None:
+    with pytest.raises(ValueError, match="bucket name"):
+        S3Store(name)
+
+
+@pytest.mark.parametrize("prefix", ["/abs", "a//b", "a/../b", "./a"])
+def test_bad_prefixes(prefix: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        S3Store("bucket", prefix)
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+
+async def test_a_store_never_entered_says_to_use_async_with() -> None:
+    store = S3Store("bucket")
+    with pytest.raises(RuntimeError, match="async with"):
+        await store.get("k")
+    with pytest.raises(RuntimeError, match="async with"):
+        _ = store.client
+    with pytest.raises(RuntimeError, match="async with"):
+        async with aclosing(store.list("")) as metas:
+            await anext(metas)
+
+
+async def test_keys_are_validated_before_anything_else() -> None:
+    store = S3Store("bucket")  # not even open: the key is refused first
+    for bad in ("", "/a", "a/../b", "a//b"):
+        with pytest.raises(InvalidKeyError):
+            await store.put(bad, b"")
+        with pytest.raises(InvalidKeyError):
+            await store.get(bad)
+
+
+async def test_close_is_idempotent_and_a_closed_store_refuses_work(s3_endpoint: str) -> None:
+    store = S3Store("bucket", endpoint_url=s3_endpoint)
+    async with store:
+        with pytest.raises(RuntimeError, match="already open"):
+            await store.__aenter__()
+    await store.aclose()
+    with pytest.raises(RuntimeError, match="async with"):
+        await store.head("k")
+    async with store:  # reopening after a close is fine
+        assert store.client is not None
+
+
+async def test_a_failed_open_leaves_the_store_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    store = S3Store("bucket", endpoint_url="http://127.0.0.1:1")
+    with pytest.raises(StoreError, match="ProfileNotFound"):
+        await store.__aenter__()
+    with pytest.raises(RuntimeError, match="async with"):
+        _ = store.client
+    monkeypatch.delenv("AWS_PROFILE")
+    async with store:  # nothing half-open was left behind
+        assert store.client is not None
+
+
+async def test_close_happens_even_when_cancelled(s3_endpoint: str) -> None:
+    store = S3Store("bucket", endpoint_url=s3_endpoint)
+    with anyio.CancelScope() as scope:
+        async with store:
+            scope.cancel()
+            await anyio.sleep(1)
+    with pytest.raises(RuntimeError, match="async with"):
+        _ = store.client
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_the_s3_store_says_it_needs_asyncio() -> None:
+    store = S3Store("bucket", endpoint_url="http://127.0.0.1:1")
+    with pytest.raises(RuntimeError, match=r"needs asyncio.*trio"):
+        await store.__aenter__()
+    with pytest.raises(RuntimeError, match="needs asyncio"):
+        await store.get("k")
+
+
+# --- the real server ------------------------------------------------------------------------------
+
+
+async def test_round_trip_and_etags_in_one_unquoted_form(s3: S3Store) -> None:
+    put = await s3.put("a/b", b"hello", mode="create")
+    got = await s3.get("a/b")
+    meta = await s3.head("a/b")
+    [listed] = [m async for m in s3.list("")]
+    assert got.body == b"hello"
+    assert put.etag == got.etag == meta.etag == listed.etag
+    assert '"' not in put.etag
+    assert (meta.key, meta.size) == (listed.key, listed.size) == ("a/b", 5)
+
+
+async def test_create_on_a_taken_key_is_already_exists(s3: S3Store) -> None:
+    await s3.put("k", b"1", mode="create")
+    with pytest.raises(AlreadyExistsError) as caught:
+        await s3.put("k", b"2", mode="create")
+    assert caught.value.__cause__ is not None  # the botocore error, chained
+    assert (await s3.get("k")).body == b"1"
+
+
+async def test_update_with_the_current_etag_replaces(s3: S3Store) -> None:
+    first = await s3.put("k", b"1")
+    second = await s3.put("k", b"2", mode=UpdateVersion(first.etag))
+    assert second.etag != first.etag
+    # a quoted etag, as some tools print them, is the same version
+    await s3.put("k", b"3", mode=UpdateVersion(f'"{second.etag}"'))
+    assert (await s3.get("k")).body == b"3"
+
+
+async def test_update_with_a_stale_etag_is_a_precondition_error(s3: S3Store) -> None:
+    first = await s3.put("k", b"1")
+    await s3.put("k", b"2")
+    with pytest.raises(PreconditionError):
+        await s3.put("k", b"3", mode=UpdateVersion(first.etag))
+    assert (await s3.get("k")).body == b"2"
+
+
+async def test_update_of_a_missing_key_is_a_precondition_error(s3: S3Store) -> None:
+    """moto answers 404 NoSuchKey here, as AWS does (other servers say 412)."""
+    with pytest.raises(PreconditionError):
+        await s3.put("missing", b"1", mode=UpdateVersion("0123abcd"))
+    with pytest.raises(NotFoundError):
+        await s3.get("missing")
+
+
+async def test_missing_keys(s3: S3Store) -> None:
+    with pytest.raises(NotFoundError):
+        await s3.get("missing")
+    with pytest.raises(NotFoundError):
+        await s3.head("missing")
+    await s3.delete("missing")  # no error
+    await s3.put("k", b"")
+    await s3.delete("k")
+    with pytest.raises(NotFoundError):
+        await s3.get("k")
+
+
+async def test_missing_bucket(s3_endpoint: str) -> None:
+    async with S3Store("no-such-bucket", endpoint_url=s3_endpoint) as store:
+        with pytest.raises(BucketNotFoundError, match="bucket does not exist"):
+            await store.get("k")
+        with pytest.raises(BucketNotFoundError):
+            await store.put("k", b"", mode="create")
+        with pytest.raises(BucketNotFoundError):
+            await store.delete("k")
+        with pytest.raises(BucketNotFoundError):
+            [m async for m in store.list("")]
+        # A HEAD answer has no body, so no error code: a plain 404, like a missing key.
+        with pytest.raises(NotFoundError):
+            await store.head("k")
+
+
+async def test_the_prefix_is_prepended_and_stripped(s3_endpoint: str, bucket: str) -> None:
+    async with (
+        S3Store(bucket, "tenant/a", endpoint_url=s3_endpoint) as a,
+        S3Store(bucket, "tenant/ab/", endpoint_url=s3_endpoint) as ab,
+        S3Store(bucket, endpoint_url=s3_endpoint) as whole,
+    ):
+        await a.put("x/1", b"a")
+        await ab.put("x/1", b"ab")
+        await a.put("x/2", b"a", mode="create")  # no clash with ab's keys
+        assert [m.key async for m in whole.list("")] == [
+            "tenant/a/x/1",
+            "tenant/a/x/2",
+            "tenant/ab/x/1",
+        ]
+        assert [m.key async for m in a.list("")] == ["x/1", "x/2"]
+        assert [m.key async for m in a.list("x/", start_after="x/1")] == ["x/2"]
+        assert [m.key async for m in ab.list("x")] == ["x/1"]
+        assert (await ab.get("x/1")).body == b"ab"
+        assert (await whole.head("tenant/a/x/2")).size == 1
+
+
+async def test_listing_pages_lazily(s3: S3Store) -> None:
+    keys = [f"k/{i:05d}" for i in range(1100)]
+    limiter = anyio.CapacityLimiter(16)
+
+    async def put(key: str) -> None:
+        async with limiter:
+            await s3.put(key, b"x", mode="create")
+
+    async with anyio.create_task_group() as tg:
+        for key in reversed(keys):
+            tg.start_soon(put, key)
+    await s3.put("l/after", b"")  # not under the listed prefix
+
+    requests = Requests(s3)
+    assert [m.key async for m in s3.list("k/")] == keys
+    assert requests.operations == ["ListObjectsV2", "ListObjectsV2"]
+
+    requests.clear()
+    seen = []
+    async with aclosing(s3.list("k/")) as metas:
+        async for meta in metas:
+            seen.append(meta.key)
+            if len(seen) == 1000:
+                break
+    assert seen == keys[:1000]
+    assert requests.operations == ["ListObjectsV2"]  # the second page was never asked for
+
+    requests.clear()
+    assert [m.key async for m in s3.list("k/", start_after="k/00999")] == keys[1000:]
+    assert [m.key async for m in s3.list("k/010")] == keys[1000:1100]
+    assert [m.key async for m in s3.list("k/", start_after="k/01099")] == []
+    assert requests.operations == ["ListObjectsV2"] * 3
+
+
+async def test_no_credentials_in_the_chain(
+    s3_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    async with S3Store(bucket, endpoint_url=s3_endpoint) as store:
+        with pytest.raises(AccessDeniedError, match="credential chain"):
+            await store.get("k")
+
+
+async def test_unreachable_endpoint_fails_within_bounded_time() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    async with S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store:
+        with anyio.fail_after(30), pytest.raises(StoreUnreachableError, match="cannot reach"):
+            await store.put("k", b"", mode="create")
+    assert time.monotonic() - started < 30
+
+
+# --- bad credentials: a second moto server that checks signatures and IAM policies ----------------
+
+
+@pytest.fixture(scope="module")
+def auth_server(
+    aws_test_environment: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """A moto server with IAM authentication on, a bucket, and a user allowed only
+    s3:GetObject, s3:PutObject and s3:ListBucket. Yields (endpoint, bucket, that user's key)."""
+    from botocore.session import get_session
+
+    with MotoServer(tmp_path_factory.mktemp("moto-auth")) as server:
+        url = server.endpoint_url
+        session = get_session()
+        iam = session.create_client("iam", endpoint_url=url)
+        s3 = session.create_client("s3", endpoint_url=url)
+        try:
+            iam.create_user(UserName="limited")
+            key = iam.create_access_key(UserName="limited")["AccessKey"]
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                        "Resource": "*",
+                    }
+                ],
+            }
+            iam.put_user_policy(
+                UserName="limited", PolicyName="limited", PolicyDocument=json.dumps(policy)
+            )
+            s3.create_bucket(Bucket="guarded")
+        finally:
+            iam.close()
+            s3.close()
+        # From now on moto checks every request's signature and the caller's IAM policy.
+        request = urllib.request.Request(
+            f"{url}/moto-api/reset-auth",
+            data=b"0",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        yield url, "guarded", {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+
+
+@pytest.mark.parametrize(
+    "case", ["unknown key id (InvalidAccessKeyId)", "wrong secret (SignatureDoesNotMatch)"]
+)
+async def test_bad_credentials(
+    auth_server: tuple[str, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    url, bucket, key = auth_server
+    key_id = "AKIAUNKNOWN000000000" if case.startswith("unknown") else key["id"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    code = case[case.index("(") + 1 : -1]
+    async with S3Store(bucket, endpoint_url=url) as store:
+        with pytest.raises(AccessDeniedError, match=code):
+            await store.get("k")
+        with pytest.raises(AccessDeniedError, match=code):
+            await store.put("k", b"", mode="create")
+        with pytest.raises(AccessDeniedError, match=code):
+            [m async for m in store.list("")]
+        with pytest.raises(AccessDeniedError, match="HTTP 403"):  # HEAD: a bare 403, no code
+            await store.head("k")
+
+
+async def test_good_credentials_but_not_allowed(
+    auth_server: tuple[str, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, bucket, key = auth_server
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["secret"])
+    async with S3Store(bucket, endpoint_url=url) as store:
+        await store.put("k", b"1")
+        assert (await store.get("k")).body == b"1"
+        with pytest.raises(AccessDeniedError, match="AccessDenied"):
+            await store.delete("k")  # the policy has no s3:DeleteObject
+
+
+# --- what moto never answers: stubbed responses, fake servers -------------------------------------
+
+
+async def test_conditional_conflicts_are_retried_then_succeed(s3: S3Store) -> None:
+    """STUBBED (botocore Stubber): 409 ConditionalRequestConflict twice, then success."""
+    with AioStubber(s3.client) as stub:
+        for _ in range(2):
+            stub.add_client_error("put_object", "ConditionalRequestConflict", "busy", 409)
+        stub.add_response("put_object", {"ETag": '"e1"'})
+        assert (await s3.put("k", b"x", mode="create")).etag == "e1"
+        stub.assert_no_pending_responses()
+
+
+async def test_conditional_conflicts_are_retried_a_bounded_number_of_times(
+    s3_endpoint: str, bucket: str
+) -> None:
+    """STUBBED (botocore Stubber): 409 ConditionalRequestConflict on every attempt."""
+    async with S3Store(bucket, endpoint_url=s3_endpoint, conflict_attempts=3) as store:
+        with AioStubber(store.client) as stub:
+            for _ in range(3):
+                stub.add_client_error("put_object", "ConditionalRequestConflict", "busy", 409)
+            with pytest.raises(TransientStoreError, match="3 times") as caught:
+                await store.put("k", b"x", mode="create")
+            stub.assert_no_pending_responses()
+    assert type(caught.value) is TransientStoreError
+
+
+@pytest.mark.parametrize(
+    ("method", "code", "status"),
+    [
+        ("put_object", "SlowDown", 503),
+        ("get_object", "InternalError", 500),
+        ("list_objects_v2", "ServiceUnavailable", 503),
+        ("head_object", "", 503),
+        ("put_object", "", 502),
+        ("get_object", "RequestTimeout", 400),
+        ("get_object", "OperationAborted", 409),
+    ],
+)
+async def test_throttling_and_server_errors_are_transient(
+    s3: S3Store, method: str, code: str, status: int
+) -> None:
+    """STUBBED (botocore Stubber): the final answer after the client's retries (the stubber
+    bypasses those retries; the fake-server test below shows them)."""
+
+    async def call() -> object:
+        if method == "put_object":
+            return await s3.put("k", b"x", mode="create")
+        if method == "get_object":
+            return await s3.get("k")
+        if method == "head_object":
+            return await s3.head("k")
+        return [m async for m in s3.list("")]
+
+    with AioStubber(s3.client) as stub:
+        stub.add_client_error(method, code, "try later", status)
+        with pytest.raises(TransientStoreError, match=f"HTTP {status}"):
+            await call()
+
+
+@asynccontextmanager
+async def _serve(handler: Callable[[SocketStream], Awaitable[None]]) -> AsyncIterator[str]:
+    """FAKE SERVER helper: a TCP listener on 127.0.0.1 running ``handler`` per connection."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handler)
+        yield f"http://127.0.0.1:{port}"
+        tg.cancel_scope.cancel()
+
+
+async def _read_request(stream: SocketStream) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+
+
+async def test_the_clients_retries_are_bounded_then_transient() -> None:
+    """FAKE SERVER: every request gets 503 SlowDown; the client tries max_attempts times."""
+    body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>"
+
+    async def slow_down(stream: SocketStream) -> None:
+        async with stream:
+            await _read_request(stream)
+            head = f"HTTP/1.1 503 Slow Down\r\nContent-Length: {len(body)}\r\n"
+            await stream.send(head.encode() + b"Connection: close\r\n\r\n" + body)
+
+    async with (
+        _serve(slow_down) as endpoint,
+        S3Store("bucket", endpoint_url=endpoint, max_attempts=3) as store,
+    ):
+        requests = Requests(store)
+        with anyio.fail_after(30), pytest.raises(TransientStoreError, match="SlowDown"):
+            await store.get("k")
+    assert requests.operations == ["GetObject"] * 3
+
+
+async def test_a_reset_connection_is_transient() -> None:
+    """FAKE SERVER: the server reads the request and drops the connection without answering."""
+
+    async def hang_up(stream: SocketStream) -> None:
+        async with stream:
+            await _read_request(stream)
+            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )  # close with RST
+
+    async with (
+        _serve(hang_up) as endpoint,
+        S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store,
+    ):
+        with anyio.fail_after(30), pytest.raises(TransientStoreError) as caught:
+            await store.put("k", b"x", mode="create")
+    assert not isinstance(caught.value, StoreUnreachableError)  # it was reached: outcome unknown
+
+
+async def test_a_server_that_never_answers_times_out_as_transient() -> None:
+    """FAKE SERVER: the request is read and never answered; read_timeout bounds the wait."""
+
+    async def stall(stream: SocketStream) -> None:
+        async with stream:
+            await _read_request(stream)
+            await anyio.sleep_forever()
+
+    async with (
+        _serve(stall) as endpoint,
+        S3Store("bucket", endpoint_url=endpoint, read_timeout=0.3, max_attempts=2) as store,
+    ):
+        with anyio.fail_after(30), pytest.raises(TransientStoreError, match="Timeout"):
+            await store.get("k")
+
+
+# --- claims through S3 ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)  # ~900 requests a round, serialised by the server: about 60-80 s here
+async def test_concurrent_claimers_get_distinct_epochs(s3_endpoint: str, bucket: str) -> None:
+    """32 processes' worth of clients (one S3Store each, nothing shared) claim one role at once,
+    20 times over: every claim succeeds with its own epoch, and the ids stay contiguous."""
+    async with AsyncExitStack() as stack:
+        stores = [
+            await stack.enter_async_context(S3Store(bucket, endpoint_url=s3_endpoint))
+            for _ in range(32)
+        ]
+        for round_ in range(20):
+            root = f"race-{round_}"
+            epochs: list[int] = []
+
+            async def claim(store: S3Store, root: str = root, epochs: list[int] = epochs) -> None:
+                epochs.append((await claim_epoch(store, root, timeout=60)).epoch)
+
+            with anyio.fail_after(90):
+                async with anyio.create_task_group() as tg:
+                    for store in stores:
+                        tg.start_soon(claim, store)
+            assert sorted(epochs) == list(range(1, 33)), f"round {round_}"
+            keys = [m.key async for m in stores[0].list(f"{root}/manifest/")]
+            assert keys == [f"{root}/manifest/{i:020d}.manifest" for i in range(1, 33)]
+
+
+async def test_requests_per_claim(s3_endpoint: str, bucket: str) -> None:
+    """A cold claim over a short history: at most 3 requests (find the newest, read it, write
+    the next); a claim by a process that knows the newest id: at most 2."""
+    async with S3Store(bucket, endpoint_url=s3_endpoint) as earlier:
+        for _ in range(3):
+            await claim_epoch(earlier, "svc")
+    async with S3Store(bucket, endpoint_url=s3_endpoint) as fresh:  # a new process: no cache
+        requests = Requests(fresh)
+        handle = await claim_epoch(fresh, "svc")
+        assert handle.epoch == 4
+        assert len(requests.operations) <= 3, requests.operations
+        assert requests.operations.count("PutObject") == 1, requests.operations
+
+        requests.clear()
+        handle = await claim_epoch(fresh, "svc")
+        assert handle.epoch == 5
+        assert len(requests.operations) <= 2, requests.operations
+        assert requests.operations.count("PutObject") == 1, requests.operations
