@@ -81,7 +81,10 @@ async def history_growth(kind: str, folder: Path, history: int, claims: int) -> 
             f"{kind:6} history {size:>7}: warm claim median {median:8.1f} us  p99 {p99:8.1f} us"
             f"   cold claim {cold * 1e3:7.2f} ms, {cold_requests} requests"
         )
-    print(f"{kind:6} warm claim ratio, {history} vs 10 manifests: {medians[history] / medians[10]:.2f}")
+    print(
+        f"{kind:6} warm claim ratio, {history} vs 10 manifests: "
+        f"{medians[history] / medians[10]:.2f}"
+    )
 
 
 def main() -> None:
@@ -91,7 +94,10 @@ def main() -> None:
     args = parser.parse_args()
     for backend in ("asyncio", "trio"):
         median, p99 = summary(anyio.run(warm_claims, MemoryStore(), args.claims, backend=backend))
-        print(f"memory store, uncontended warm claim, {backend:7}: median {median:6.1f} us  p99 {p99:6.1f} us")
+        print(
+            f"memory store, uncontended warm claim, {backend:7}: "
+            f"median {median:6.1f} us  p99 {p99:6.1f} us"
+        )
     with tempfile.TemporaryDirectory(prefix="slate-epoch-bench-") as tmp:
         for kind in ("memory", "local"):
             claims = args.claims if kind == "memory" else max(100, args.claims // 20)

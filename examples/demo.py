@@ -7,8 +7,8 @@ B still ends at exactly the next epoch, and A's next write is fenced and never l
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 import tempfile
+from collections.abc import Callable
 
 import anyio
 import msgspec
