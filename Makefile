@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test check lint types pytest demo bench clean
+.PHONY: test check lint types pytest demo bench clean soak
 
 test: check pytest
 
@@ -23,6 +23,17 @@ pytest: $(VENV)/.linked
 
 demo: $(VENV)/.linked
 	$(BIN)/python examples/demo.py
+
+# The benchmark harness; installs the bench extra (peers, chart, progress bar) when missing.
+# Options: make bench BENCH_ARGS="--s3" (or --quick, --only ..., --out DIR).
+bench: $(VENV)/.linked
+	$(BIN)/python -c "import slatedb, obstore, matplotlib, rich" 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet -e '.[dev,s3,bench]'
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The deterministic simulation at length: 100,000 seeds on both cores, with a progress bar.
+soak: $(VENV)/.linked
+	$(BIN)/python -m slate_epoch.testing soak --seeds 100000 --workers 2
 
 # Reinstalled when pyproject.toml changes. The editable install maps backends/ to
 # slate_epoch.backends as the wheel does; the slate_epoch/backends symlink makes the checkout itself

@@ -24,6 +24,7 @@ from ._errors import (
     TransientStoreError,
     UnsupportedFormatError,
 )
+from ._gc import GarbageReport, collect_garbage
 from ._manifest import Manifest, ManifestStore, RoleClaim
 from ._open import open_store
 from ._retry import Backoff
@@ -39,6 +40,7 @@ __all__ = [
     "ClaimTimeoutError",
     "EpochHandle",
     "FencedError",
+    "GarbageReport",
     "GetResult",
     "InvalidKeyError",
     "InvariantViolationError",
@@ -62,5 +64,6 @@ __all__ = [
     "UnsupportedFormatError",
     "UpdateVersion",
     "claim_epoch",
+    "collect_garbage",
     "open_store",
 ]

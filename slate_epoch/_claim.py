@@ -2,8 +2,9 @@
 
 1. Read the newest manifest (or start from nothing).
 2. Write the next id with the role's epoch + 1 and a fresh claim id, create-if-absent.
-3. Conflict: read the manifest at that id. Our claim id there means our write landed and only
-   its response was lost: done, no epoch burned. Anything else is a rival's: re-read, bump again.
+3. Conflict: read the newest manifest. If it still carries our claim (and our write id), our
+   write landed and only its response was lost: done, no epoch burned. Otherwise a rival took
+   the id: bump again on top of what we just read.
 4. Outcome unknown (``TransientStoreError``): resend the identical bytes to the identical id; a
    conflict then goes through step 3.
 5. Between tries, sleep a jittered exponential backoff; all of it under one deadline.
@@ -12,6 +13,12 @@ An ``EpochHandle`` writes with the same step 2-4 loop, always at "the id after t
 know". That id is free only while the manifest before it is the newest, and the handle has
 checked that one carries its own epoch: so a write lands only while no newer claim exists, and
 a fenced handle's write never lands.
+
+Why step 3 looks at the newest version rather than the id we wrote: every version records, per
+role, the write id of the holder's newest write, and every later version carries it on. So the
+newest version tells whether our write is in the history even when other roles have written on
+top, and even when retention has since deleted the id we wrote. A write that landed at a deleted
+id (a stale writer recreating it) is in nobody's history, and the newest version says so too.
 """
 
 from __future__ import annotations
@@ -20,14 +27,12 @@ from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 import anyio
-import msgspec
 
 from ._errors import (
     ClaimTimeoutError,
     FencedError,
     InvariantViolationError,
     ManifestVersionExistsError,
-    NotFoundError,
     OperationTimeoutError,
     TransientStoreError,
 )
@@ -68,8 +73,10 @@ async def claim_epoch(
     conflicts = 0
     with anyio.move_on_after(timeout):
         # Step 1. A process that saw this root before starts from what it saw: manifests never
-        # change, and if a newer one exists the create below says so.
-        latest = manifests.cached_latest() or await _read_latest(manifests, retrier)
+        # change, and if a newer one exists (or retention deleted it) the create below says so.
+        latest = manifests.cached_latest() or await _read_latest(
+            manifests, retrier, verify_boundary=False
+        )
         while True:
             base_id, base = latest
             # Step 2.
@@ -81,9 +88,11 @@ async def claim_epoch(
                 owner=owner,
             )
             candidate = base.with_claim(claim)
-            if await _create(manifests, base_id + 1, candidate, retrier):
+            landed, newest = await _create(manifests, base_id + 1, candidate, role, retrier)
+            if landed:
+                manifest_id, manifest = newest or (base_id + 1, candidate)
                 return EpochHandle(
-                    manifests, base_id + 1, candidate, role, timeout=timeout, backoff=backoff
+                    manifests, manifest_id, manifest, role, timeout=timeout, backoff=backoff
                 )
             # Step 3: a rival took the id.
             conflicts += 1
@@ -95,7 +104,10 @@ async def claim_epoch(
                     last_error=retrier.last_error,
                 )
             await retrier.pause()
-            latest = await _read_latest(manifests, retrier, known=base_id + 1)
+            # Whatever landed during the pause: one probe past what step 3 read.
+            latest = await _read_latest(
+                manifests, retrier, known=newest[0] if newest else 0, verify_boundary=False
+            )
     raise ClaimTimeoutError(
         f"claim of role {role!r} timed out after {timeout} s",
         attempts=retrier.attempts,
@@ -185,13 +197,17 @@ class EpochHandle:
                     raise TypeError(f"mutate must return a Manifest, not {type(candidate)}")
                 if candidate.roles != base.roles:
                     raise ValueError("mutate must not change any role's epoch or claim id")
-                candidate = msgspec.structs.replace(candidate, write_id=new_id())
-                if await _create(self._manifests, base_id + 1, candidate, retrier):
-                    self.manifest_id, self.manifest = base_id + 1, candidate
+                candidate = candidate.with_write(self.role, new_id())
+                landed, newest = await _create(
+                    self._manifests, base_id + 1, candidate, self.role, retrier
+                )
+                if newest is not None:  # a conflict: still ours? (FencedError if not)
+                    self._accept(*newest)
+                if landed:
+                    if newest is None:
+                        self.manifest_id, self.manifest = base_id + 1, candidate
                     return candidate
-                # Someone wrote first. Still ours? (FencedError if not.) Then redo on top.
-                self._accept(*await _read_latest(self._manifests, retrier, known=base_id + 1))
-                await retrier.pause()
+                await retrier.pause()  # then apply mutate again, on top of the newest
 
         return await self._with_deadline("update", timeout, write)
 
@@ -234,9 +250,11 @@ class EpochHandle:
 
 
 async def _create(
-    manifests: ManifestStore, manifest_id: int, manifest: Manifest, retrier: Retrier
-) -> bool:
-    """Create ``manifest_id``: True once it holds our write, False if a rival's write is there."""
+    manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, retrier: Retrier
+) -> tuple[bool, tuple[int, Manifest] | None]:
+    """Create ``manifest_id`` as ``role``'s holder. Returns whether our write is in the history,
+    and, after a conflict, the newest version read to find out (None when the create simply
+    succeeded)."""
     data = encode(manifest)  # once: every retry resends these exact bytes
     while True:
         retrier.attempts += 1
@@ -249,20 +267,21 @@ async def _create(
         except ManifestVersionExistsError as exc:
             retrier.failed(exc)
             break
-        return True
-    # Step 3: whose write is it? Only ours carries our write id.
-    try:
-        existing = await _retry_transient(retrier, lambda: manifests.read(manifest_id))
-    except NotFoundError:  # gone already (retention): certainly not ours to rely on
-        return False
-    return existing.write_id == manifest.write_id
+        return True, None
+    # Step 3: is our write in the history? Only ours carries our write id.
+    newest = await _read_latest(manifests, retrier, known=manifest_id)
+    claim = manifest.claim(role)
+    assert claim is not None  # the caller writes as the role's holder
+    return newest[1].carries(role, claim.claim_id, manifest.write_id), newest
 
 
 async def _read_latest(
-    manifests: ManifestStore, retrier: Retrier, *, known: int = 0
+    manifests: ManifestStore, retrier: Retrier, *, known: int = 0, verify_boundary: bool = True
 ) -> tuple[int, Manifest]:
     """The newest manifest, retrying transient errors; ``known`` is an id known to exist."""
-    latest = await _retry_transient(retrier, lambda: manifests.read_latest(known=known))
+    latest = await retrier.call(
+        lambda: manifests.read_latest(known=known, verify_boundary=verify_boundary)
+    )
     if latest is None:
         if known:
             raise InvariantViolationError(
@@ -270,16 +289,6 @@ async def _read_latest(
             )
         return 0, Manifest()
     return latest
-
-
-async def _retry_transient(retrier: Retrier, read: Callable[[], Awaitable[T]]) -> T:
-    while True:
-        retrier.attempts += 1
-        try:
-            return await read()
-        except TransientStoreError as exc:
-            retrier.failed(exc)
-            await retrier.pause()
 
 
 def _check_role(role: str) -> None:

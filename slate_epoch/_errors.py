@@ -101,9 +101,11 @@ class ManifestError(SlateEpochError):
 class ManifestVersionExistsError(ManifestError):
     """The manifest id is already taken by another write."""
 
-    def __init__(self, manifest_id: int) -> None:
-        super().__init__(f"manifest {manifest_id} already exists")
+    def __init__(self, manifest_id: int, *, collected: bool = False) -> None:
+        reason = "is at or below the retention boundary" if collected else "already exists"
+        super().__init__(f"manifest {manifest_id} {reason}")
         self.manifest_id = manifest_id
+        self.collected = collected
 
 
 class ManifestCorruptError(ManifestError):

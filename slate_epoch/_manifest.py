@@ -12,7 +12,10 @@ tell "damaged" (``ManifestCorruptError``) from "newer than me" (``UnsupportedFor
 the checksum is verified before the version is believed.
 
 Versions live at ``{root}/manifest/{id:020d}.manifest``, ids contiguous from 1, each written
-once with create-if-absent and never changed.
+once with create-if-absent and never changed. Retention may delete old versions, but only behind
+a *boundary* (``{root}/manifest-boundary``, framed the same way with magic ``SLEB``): it is
+written first, and a version that lands at or below it counts as a conflict, so a stale writer
+can never recreate a deleted id and believe it won.
 """
 
 from __future__ import annotations
@@ -33,11 +36,21 @@ from ._errors import (
     ManifestCorruptError,
     ManifestVersionExistsError,
     NotFoundError,
+    PreconditionError,
+    TransientStoreError,
     UnsupportedFormatError,
 )
-from ._store import ObjectStore, listing, validate_key
+from ._store import ObjectStore, PutMode, UpdateVersion, listing, validate_key
 
-__all__ = ["FORMAT_VERSION", "Manifest", "ManifestStore", "RoleClaim", "decode", "encode"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Boundary",
+    "Manifest",
+    "ManifestStore",
+    "RoleClaim",
+    "decode",
+    "encode",
+]
 
 MAGIC: Final = b"SLEM"
 FORMAT_VERSION: Final = 1
@@ -61,6 +74,11 @@ class RoleClaim(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     claim_id: str
     claimed_at_ms: int = 0  # wall-clock time of the claim, for operators only
     owner: str = ""  # free text, host:pid by default
+    # The write id of this holder's newest write (its claim, then each update). Every later
+    # version carries it unchanged until the holder writes again, so a holder that lost a
+    # response can tell from the newest version alone whether its write landed, even after
+    # retention deleted the version it wrote.
+    last_write_id: str = ""
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -88,41 +106,85 @@ class Manifest(msgspec.Struct, frozen=True):
         return None
 
     def with_claim(self, claim: RoleClaim) -> Manifest:
-        """This manifest with ``claim`` replacing the role's previous one."""
+        """This manifest, written by ``claim``'s holder as its claim: the role's previous claim
+        replaced, and the write id set to the claim id."""
+        claim = msgspec.structs.replace(claim, last_write_id=claim.claim_id)
         others = [c for c in self.roles if c.role != claim.role]
         roles = tuple(sorted([*others, claim], key=lambda c: c.role))
         return msgspec.structs.replace(self, roles=roles, write_id=claim.claim_id)
 
+    def with_write(self, role: str, write_id: str) -> Manifest:
+        """This manifest as a new write by ``role``'s holder, identified by ``write_id``."""
+        roles = tuple(
+            msgspec.structs.replace(c, last_write_id=write_id) if c.role == role else c
+            for c in self.roles
+        )
+        return msgspec.structs.replace(self, roles=roles, write_id=write_id)
+
+    def carries(self, role: str, claim_id: str, write_id: str) -> bool:
+        """Whether this version descends from the write ``write_id`` of claim ``claim_id``."""
+        claim = self.claim(role)
+        return claim is not None and claim.claim_id == claim_id and claim.last_write_id == write_id
+
+
+class Boundary(msgspec.Struct, frozen=True):
+    """Retention's mark: manifest ids at or below ``manifest_id`` may have been deleted."""
+
+    manifest_id: int
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Manifest)
+_boundary_decoder = msgspec.msgpack.Decoder(Boundary)
+BOUNDARY_MAGIC: Final = b"SLEB"
 
 
-def encode(manifest: Manifest) -> bytes:
-    """The manifest's bytes on the store: header, checksum, body."""
-    tail = FORMAT_VERSION.to_bytes(2, "big") + _encoder.encode(manifest)
-    return MAGIC + zlib.crc32(tail).to_bytes(4, "big") + tail
+def _frame(magic: bytes, body: bytes) -> bytes:
+    tail = FORMAT_VERSION.to_bytes(2, "big") + body
+    return magic + zlib.crc32(tail).to_bytes(4, "big") + tail
 
 
-def decode(data: bytes, key: str = "<manifest>") -> Manifest:
-    """Parse stored bytes, checking magic, checksum and format before the body."""
+def _unframe(magic: bytes, data: bytes, key: str) -> memoryview:
+    """The body of a framed object, after checking magic, checksum and format version."""
     if len(data) < _HEADER.size:
         raise ManifestCorruptError(key, f"{len(data)} bytes is shorter than the header")
-    magic, checksum, version = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise ManifestCorruptError(key, f"bad magic {magic!r}: not a slate-epoch manifest")
+    found, checksum, version = _HEADER.unpack_from(data)
+    if found != magic:
+        raise ManifestCorruptError(key, f"bad magic {found!r}: not a slate-epoch {magic!r} object")
     if zlib.crc32(memoryview(data)[8:]) != checksum:
         raise ManifestCorruptError(key, "checksum mismatch")
     if version > FORMAT_VERSION:
         raise UnsupportedFormatError(key, version, FORMAT_VERSION)
     if version < 1:
         raise ManifestCorruptError(key, f"format version {version} was never written")
+    return memoryview(data)[_HEADER.size :]
+
+
+def encode(manifest: Manifest) -> bytes:
+    """The manifest's bytes on the store: header, checksum, body."""
+    return _frame(MAGIC, _encoder.encode(manifest))
+
+
+def decode(data: bytes, key: str = "<manifest>") -> Manifest:
+    """Parse stored bytes, checking magic, checksum and format before the body."""
+    body = _unframe(MAGIC, data, key)
     try:
-        manifest = _decoder.decode(memoryview(data)[_HEADER.size :])
+        manifest = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise ManifestCorruptError(key, f"undecodable body: {exc}") from exc
     _check_roles(manifest.roles, key)
     return manifest
+
+
+def _decode_boundary(data: bytes, key: str) -> int:
+    body = _unframe(BOUNDARY_MAGIC, data, key)
+    try:
+        boundary = _boundary_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ManifestCorruptError(key, f"undecodable body: {exc}") from exc
+    if boundary.manifest_id < 0:
+        raise ManifestCorruptError(key, f"negative boundary {boundary.manifest_id}")
+    return boundary.manifest_id
 
 
 def _check_roles(roles: Iterable[RoleClaim], key: str) -> None:
@@ -148,6 +210,8 @@ _latest_seen: weakref.WeakKeyDictionary[object, dict[str, tuple[int, Manifest]]]
 _LIST_PAGE: Final = 1000
 # Warm probing reads forward this many ids before switching to a galloping search.
 _LINEAR_PROBES: Final = 4
+# How often a reader chases a boundary that moves while it reads, before giving up for now.
+_BOUNDARY_CHASES: Final = 8
 
 
 class ManifestStore:
@@ -160,6 +224,7 @@ class ManifestStore:
         self.store = store
         self.root = root
         self._dir = f"{root}/manifest/" if root else "manifest/"
+        self._boundary_key = f"{root}/manifest-boundary" if root else "manifest-boundary"
         try:
             self._cache = _latest_seen.setdefault(store, {})
         except TypeError:  # a store that can't be weakly referenced: cache per ManifestStore
@@ -186,20 +251,53 @@ class ManifestStore:
         self._remember(manifest_id, manifest)
         return manifest
 
-    async def read_latest(self, *, known: int = 0) -> tuple[int, Manifest] | None:
+    async def read_latest(
+        self, *, known: int = 0, verify_boundary: bool = True
+    ) -> tuple[int, Manifest] | None:
         """The newest manifest and its id, or None if there is none yet.
 
-        ``known`` is an id the caller knows exists; the search starts from it or from the
+        ``known`` is an id the caller knows existed; the search starts from it or from the
         process-wide cache, whichever is newer. Costs O(1) requests when the newest is at or
         near what this process last saw, O(log n) from cold, never a listing of the history.
+
+        Retention may have deleted what this process saw last: the answer is then checked
+        against the boundary (one more request), and the search starts again above it.
+        ``verify_boundary=False`` skips that check when nothing went missing, for a caller
+        whose next step is a write (the write's own boundary check covers it).
         """
         cached = self._cache.get(self.root)
         start = max(known, cached[0] if cached else 0)
-        if start:
-            return await self._read_forward(start)
-        # Cold: the search itself ends at the newest id, as fresh as a probe would be.
-        newest = await self._find_newest_cold()
-        return (newest, await self.read(newest)) if newest else None
+        try:
+            if start:
+                found: tuple[int, Manifest] | None = await self._read_forward(start)
+            else:
+                # Cold: the search itself ends at the newest id, as fresh as a probe would be.
+                newest = await self._find_newest_cold()
+                found = (newest, await self.read(newest)) if newest else None
+        except NotFoundError:
+            found = None  # an id we started from was deleted: retention ran meanwhile
+        else:
+            if not verify_boundary:
+                return found
+        return await self._above_boundary(found)
+
+    async def _above_boundary(
+        self, found: tuple[int, Manifest] | None
+    ) -> tuple[int, Manifest] | None:
+        """``found`` if it lies above the boundary, else the newest manifest above it."""
+        for _ in range(_BOUNDARY_CHASES):
+            boundary = await self.read_boundary()
+            if found is not None and found[0] > boundary:
+                return found
+            if boundary == 0:
+                return found  # retention never ran: nothing is missing
+            try:  # retention keeps at least the newest version, so boundary + 1 exists ...
+                return await self._read_forward(boundary + 1)
+            except NotFoundError:
+                found = None  # ... unless retention moved on again meanwhile: chase it
+        raise TransientStoreError(
+            f"manifests under {self.root!r} kept disappearing under retention; try again"
+        )
 
     async def _read_forward(self, start: int) -> tuple[int, Manifest]:
         """Read from ``start`` (which exists) to the newest id."""
@@ -270,9 +368,61 @@ class ManifestStore:
 
     async def write_bytes(self, manifest_id: int, data: bytes, manifest: Manifest) -> None:
         """Create ``manifest_id`` from ``data`` (already ``encode(manifest)``), so that a retry
-        after an unknown outcome resends the identical bytes."""
+        after an unknown outcome resends the identical bytes.
+
+        A create that lands at or below the retention boundary recreated a deleted id: it is a
+        conflict like any other (the object left there is garbage for the next collection).
+        """
         try:
             await self.store.put(self.key(manifest_id), data, mode="create")
         except AlreadyExistsError as exc:
             raise ManifestVersionExistsError(manifest_id) from exc
+        if manifest_id <= await self.read_boundary():
+            raise ManifestVersionExistsError(manifest_id, collected=True)
         self._remember(manifest_id, manifest)
+
+    # -- the retention boundary ---------------------------------------------------------------
+
+    async def read_boundary(self) -> int:
+        """The retention boundary: ids at or below it may have been deleted (0: none were)."""
+        return (await self._read_boundary())[0]
+
+    async def _read_boundary(self) -> tuple[int, str | None]:
+        try:
+            result = await self.store.get(self._boundary_key)
+        except NotFoundError:
+            return 0, None
+        return _decode_boundary(result.body, self._boundary_key), result.etag
+
+    async def advance_boundary(self, manifest_id: int) -> int:
+        """Move the boundary up to ``manifest_id`` (never down); return where it stands.
+
+        A compare-and-swap on the boundary object, so concurrent collectors never move it back.
+        The caller must already know that ``manifest_id`` lies below the newest version.
+        """
+        for _ in range(_BOUNDARY_CHASES):
+            current, etag = await self._read_boundary()
+            if current >= manifest_id:
+                return current
+            body = _frame(BOUNDARY_MAGIC, _encoder.encode(Boundary(manifest_id)))
+            mode: PutMode = "create" if etag is None else UpdateVersion(etag)
+            try:
+                await self.store.put(self._boundary_key, body, mode=mode)
+            except (AlreadyExistsError, PreconditionError):
+                continue  # another collector moved it: look again
+            return manifest_id
+        raise TransientStoreError(f"the retention boundary under {self.root!r} keeps moving")
+
+    async def collectable_ids(self, boundary: int) -> list[int]:
+        """The manifest ids stored at or below ``boundary``, ascending (one listing, stopped at
+        the first id above it)."""
+        ids: list[int] = []
+        async with listing(self.store, self._dir) as metas:
+            async for meta in metas:
+                manifest_id = self._id_of(meta.key)
+                if manifest_id is None:
+                    continue
+                if manifest_id > boundary:
+                    break
+                ids.append(manifest_id)
+        return ids

@@ -6,13 +6,18 @@ call ``asyncio.sleep``, which would not run on trio, so we drive the generators 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import anyio
 import backoff
 import msgspec
 
+from ._errors import TransientStoreError
+
 __all__ = ["Backoff", "Retrier"]
+
+T = TypeVar("T")
 
 
 class Backoff(msgspec.Struct, frozen=True):
@@ -41,7 +46,8 @@ class Backoff(msgspec.Struct, frozen=True):
 
 
 class Retrier:
-    """Counts the tries of one operation, remembers the last error, and sleeps between tries."""
+    """Counts the tries of one operation, remembers the last error, and sleeps between tries.
+    The caller bounds it all with a deadline."""
 
     def __init__(self, backoff: Backoff) -> None:
         self.attempts = 0
@@ -53,3 +59,14 @@ class Retrier:
 
     async def pause(self) -> None:
         await anyio.sleep(next(self._waits))
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``await operation()``, again after a backoff for as long as the outcome is unknown
+        (``TransientStoreError``): for reads, and for writes that are safe to repeat."""
+        while True:
+            self.attempts += 1
+            try:
+                return await operation()
+            except TransientStoreError as exc:
+                self.failed(exc)
+                await self.pause()

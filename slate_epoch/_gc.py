@@ -1,0 +1,78 @@
+"""Retention: delete old manifest versions, safely, while writers keep writing.
+
+Deleting is safe only behind the boundary (SlateDB's rule): first the boundary moves up (ids at
+or below it may be gone), then the versions at or below it are deleted. Every manifest write
+checks the boundary after its create and counts an id at or below it as a conflict, so a stale
+writer that recreates a deleted id never believes it won; readers that miss an id they expected
+look at the boundary and search again above it. The newest ``keep`` versions always stay, and so
+the newest version is never deleted.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import anyio
+import msgspec
+
+from ._claim import DEFAULT_BACKOFF, DEFAULT_TIMEOUT
+from ._errors import OperationTimeoutError
+from ._manifest import ManifestStore
+from ._retry import Backoff, Retrier
+from ._store import ObjectStore
+
+__all__ = ["GarbageReport", "collect_garbage"]
+
+
+class GarbageReport(msgspec.Struct, frozen=True):
+    """What a collection did (or, with ``dry_run``, would do)."""
+
+    latest_id: int  # the newest version seen (0: the root holds no manifest)
+    boundary: int  # ids at or below it may be gone (after a dry run: would be)
+    deleted: tuple[int, ...]  # ids deleted (with dry_run: ids that would be)
+    dry_run: bool = False
+
+
+async def collect_garbage(
+    store: ObjectStore,
+    root: str = "",
+    *,
+    keep: int,
+    dry_run: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> GarbageReport:
+    """Delete the manifest versions older than the newest ``keep`` (``keep >= 1``: the newest
+    is never deleted). Also deletes leftovers at or below an older boundary (a stale writer's
+    recreated id, or a collection that was interrupted). ``dry_run`` changes nothing at all.
+    Transient errors are retried under ``timeout``; past it, ``OperationTimeoutError``.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(
+            f"keep must be an int >= 1 (the newest version always stays), not {keep!r}"
+        )
+    manifests = ManifestStore(store, root)
+    retrier = Retrier(backoff)
+    with anyio.move_on_after(timeout):
+        latest = await retrier.call(manifests.read_latest)
+        current = await retrier.call(manifests.read_boundary)
+        if latest is None:
+            return GarbageReport(latest_id=0, boundary=current, deleted=(), dry_run=dry_run)
+        latest_id = latest[0]
+        boundary = max(current, latest_id - keep)
+        if not dry_run and boundary > current:
+            # The boundary first: from here on no writer can win at or below it.
+            boundary = await retrier.call(lambda: manifests.advance_boundary(latest_id - keep))
+        doomed = await retrier.call(lambda: manifests.collectable_ids(boundary))
+        if not dry_run:
+            for manifest_id in doomed:
+                key = manifests.key(manifest_id)
+                await retrier.call(partial(store.delete, key))
+        return GarbageReport(
+            latest_id=latest_id, boundary=boundary, deleted=tuple(doomed), dry_run=dry_run
+        )
+    raise OperationTimeoutError(
+        f"garbage collection under {root!r} timed out after {timeout} s",
+        attempts=retrier.attempts,
+        last_error=retrier.last_error,
+    )
