@@ -23,12 +23,16 @@ from ._errors import (
     StoreUnreachableError,
     TransientStoreError,
     UnsupportedFormatError,
+    WalCorruptError,
+    WalError,
+    WalTrimmedError,
 )
 from ._gc import GarbageReport, collect_garbage
 from ._manifest import Manifest, ManifestStore, RoleClaim
 from ._open import open_store
 from ._retry import Backoff
 from ._store import GetResult, ObjectMeta, ObjectStore, PutMode, PutResult, UpdateVersion
+from ._wal import WalEntry, WalWriter, read_wal
 
 __version__ = "0.1.0"
 
@@ -63,7 +67,13 @@ __all__ = [
     "TransientStoreError",
     "UnsupportedFormatError",
     "UpdateVersion",
+    "WalCorruptError",
+    "WalEntry",
+    "WalError",
+    "WalTrimmedError",
+    "WalWriter",
     "claim_epoch",
     "collect_garbage",
     "open_store",
+    "read_wal",
 ]

@@ -24,7 +24,7 @@ id (a stale writer recreating it) is in nobody's history, and the newest version
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 
@@ -39,6 +39,9 @@ from ._errors import (
 from ._manifest import Manifest, ManifestStore, RoleClaim, default_owner, encode, new_id, now_ms
 from ._retry import Backoff, Retrier
 from ._store import ObjectStore
+
+if TYPE_CHECKING:
+    from ._wal import WalWriter
 
 __all__ = ["DEFAULT_TIMEOUT", "EpochHandle", "claim_epoch"]
 
@@ -210,6 +213,22 @@ class EpochHandle:
                 await retrier.pause()  # then apply mutate again, on top of the newest
 
         return await self._with_deadline("update", timeout, write)
+
+    async def fence_wal(self, *, timeout: float | None = None) -> WalWriter:
+        """Fence the write-ahead log (writer role): a zero-byte object at the first free log id
+        above the replay point, so every older writer's next append fails. Returns the writer
+        that appends after the fence. ``FencedError`` if this handle is no longer the holder."""
+        from ._wal import fence_wal
+
+        return await fence_wal(self, timeout)
+
+    async def mark_replayed(self, entry_id: int, *, timeout: float | None = None) -> Manifest:
+        """Record, through a fenced ``update``, that the log is absorbed into the state up to
+        ``entry_id``: entries at or below it may then be trimmed. ``ValueError`` past the last
+        appended id, or below the current replay point."""
+        from ._wal import mark_replayed
+
+        return await mark_replayed(self, entry_id, timeout)
 
     def _accept(self, manifest_id: int, manifest: Manifest) -> None:
         """Adopt a newer manifest after checking it still names this handle's claim."""

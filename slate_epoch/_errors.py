@@ -14,6 +14,9 @@
     │   ├── ManifestVersionExistsError  RETRY: another write took that manifest id; re-read, redo
     │   ├── ManifestCorruptError        stop: bad magic, checksum or body; the object is left as is
     │   └── UnsupportedFormatError      stop: an intact manifest from a newer slate-epoch
+    ├── WalError                        the write-ahead log could not be read
+    │   ├── WalCorruptError             stop: an entry with a bad header or checksum; left as is
+    │   └── WalTrimmedError             stop: the entries asked for were trimmed after replay
     ├── FencedError                     stop: a newer epoch holds the role; this handle is finished
     ├── OperationTimeoutError (TimeoutError)   stop: the deadline passed; .attempts, .last_error
     │   └── ClaimTimeoutError           ... while claiming (or after max_conflicts conflicts)
@@ -46,6 +49,9 @@ __all__ = [
     "StoreUnreachableError",
     "TransientStoreError",
     "UnsupportedFormatError",
+    "WalCorruptError",
+    "WalError",
+    "WalTrimmedError",
 ]
 
 
@@ -122,10 +128,35 @@ class UnsupportedFormatError(ManifestError):
 
     def __init__(self, key: str, version: int, supported: int) -> None:
         super().__init__(
-            f"{key}: manifest format {version} is newer than the newest supported ({supported})"
+            f"{key}: format {version} is newer than the newest supported ({supported})"
         )
         self.key = key
         self.version = version
+
+
+class WalError(SlateEpochError):
+    """The write-ahead log could not be read."""
+
+
+class WalCorruptError(WalError):
+    """The object at a log id is neither a fence nor an intact entry."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class WalTrimmedError(WalError):
+    """The entries asked for were already trimmed (deleted after being replayed)."""
+
+    def __init__(self, after: int, first_kept: int) -> None:
+        super().__init__(
+            f"log entries {after + 1}..{first_kept - 1} were trimmed; the log now starts at "
+            f"{first_kept}: read from the manifest's replay point instead"
+        )
+        self.after = after
+        self.first_kept = first_kept
 
 
 class FencedError(SlateEpochError):

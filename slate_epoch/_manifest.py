@@ -93,6 +93,9 @@ class Manifest(msgspec.Struct, frozen=True):
     roles: tuple[RoleClaim, ...] = ()
     state: bytes = b""
     write_id: str = ""
+    # How far the write-ahead log has been absorbed into ``state``: entries at or below this id
+    # may be trimmed. Moved by ``EpochHandle.mark_replayed``.
+    replay_after: int = 0
 
     def epoch(self, role: str) -> int:
         """The role's epoch; 0 if the role was never claimed."""

@@ -96,9 +96,9 @@ def test_an_intact_frame_with_an_undecodable_body_is_corrupt() -> None:
 
 def test_fields_added_later_are_ignored_by_older_readers() -> None:
     class FutureManifest(Manifest, frozen=True):
-        replay_after: int = 0
+        added_in_a_later_version: int = 0
 
-    newer = FutureManifest(state=b"s", replay_after=7)
+    newer = FutureManifest(state=b"s", added_in_a_later_version=7)
     body = msgspec.msgpack.encode(newer)
     assert decode(_framed(FORMAT_VERSION, body)) == Manifest(state=b"s")
 

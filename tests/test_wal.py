@@ -1,0 +1,259 @@
+"""The fenced write-ahead log, on every backend, under asyncio and trio."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from slate_epoch import (
+    EpochHandle,
+    FencedError,
+    ObjectStore,
+    UnsupportedFormatError,
+    WalCorruptError,
+    WalEntry,
+    WalTrimmedError,
+    WalWriter,
+    claim_epoch,
+    read_wal,
+)
+from slate_epoch._wal import encode_entry
+from slate_epoch.testing import FaultyStore
+from tests.interpose import Interposer
+
+pytestmark = pytest.mark.anyio
+
+
+def wal_key(entry_id: int, root: str = "") -> str:
+    return f"{root}/wal/{entry_id:020d}.wal" if root else f"wal/{entry_id:020d}.wal"
+
+
+async def entries(store: ObjectStore, root: str = "", after: int = 0) -> list[WalEntry]:
+    return [entry async for entry in read_wal(store, root, after=after)]
+
+
+async def wal_ids(store: ObjectStore) -> list[int]:
+    return [int(meta.key[4:24]) async for meta in store.list("wal/")]
+
+
+async def open_writer(store: ObjectStore) -> tuple[EpochHandle, WalWriter]:
+    handle = await claim_epoch(Interposer(store))  # its own "process"
+    return handle, await handle.fence_wal()
+
+
+async def test_a_new_writer_fences_the_old_ones_appends(store: ObjectStore) -> None:
+    _, w1 = await open_writer(store)
+    acknowledged = [await w1.append(f"w1-{i}".encode()) for i in range(3)]
+    assert acknowledged == [2, 3, 4]  # 1 is w1's own fence
+    _, w2 = await open_writer(store)
+    assert w2.fence_id == 5
+    with pytest.raises(FencedError):
+        await w1.append(b"zombie")
+    with pytest.raises(FencedError):  # and stays fenced
+        await w1.append(b"zombie")
+    await w2.append(b"w2-0")
+    seen = await entries(store)
+    assert [(e.id, e.epoch, e.data) for e in seen] == [
+        (2, 1, b"w1-0"),
+        (3, 1, b"w1-1"),
+        (4, 1, b"w1-2"),
+        (6, 2, b"w2-0"),
+    ]
+    assert await wal_ids(store) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_an_append_in_flight_during_the_fence_fails_cleanly(store: ObjectStore) -> None:
+    view = Interposer(store)
+    h1 = await claim_epoch(view)
+    w1 = await h1.fence_wal()
+    await w1.append(b"before")
+
+    async def rival_fences() -> None:
+        await open_writer(store)
+
+    # W2 claims and fences at the very id W1's append is about to create.
+    view.on_create("wal/", before=rival_fences)
+    with pytest.raises(FencedError):
+        await w1.append(b"in flight")
+    assert [e.data for e in await entries(store)] == [b"before"]
+
+
+async def test_an_append_that_lands_before_the_fence_is_replayed(store: ObjectStore) -> None:
+    view = Interposer(store)
+    h1 = await claim_epoch(view)
+    w1 = await h1.fence_wal()
+    fenced: list[WalWriter] = []
+
+    async def rival_fences() -> None:
+        fenced.append((await open_writer(store))[1])
+
+    # W1's append lands; before its response arrives, W2 claims and fences the next id.
+    view.on_create("wal/", after=rival_fences)
+    assert await w1.append(b"landed") == 2
+    assert fenced[0].fence_id == 3
+    assert [(e.id, e.data) for e in await entries(store)] == [(2, b"landed")]
+    with pytest.raises(FencedError):
+        await w1.append(b"late")
+
+
+async def test_a_slot_taken_just_before_the_fence_moves_it_up(store: ObjectStore) -> None:
+    _, w1 = await open_writer(store)
+    await w1.append(b"a")
+    view = Interposer(store)
+    h2 = await claim_epoch(view)
+
+    async def old_writer_appends() -> None:
+        await w1.append(b"b")  # takes id 3, which W2's fence was about to take
+
+    view.on_create("wal/", before=old_writer_appends)
+    w2 = await h2.fence_wal()
+    assert w2.fence_id == 4
+    assert await wal_ids(store) == [1, 2, 3, 4]
+    with pytest.raises(FencedError):
+        await w1.append(b"c")
+    assert [e.data for e in await entries(store)] == [b"a", b"b"]
+
+
+async def test_concurrent_openers_leave_one_writer_and_no_gaps(store: ObjectStore) -> None:
+    writers: list[WalWriter] = []
+    fenced_early = 0
+
+    async def opener() -> None:
+        nonlocal fenced_early
+        try:
+            writers.append((await open_writer(store))[1])
+        except FencedError:
+            fenced_early += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(opener)
+    survivors = []
+    for writer in writers:
+        try:
+            await writer.append(f"from {writer.epoch}".encode())
+        except FencedError:
+            continue
+        survivors.append(writer)
+    assert len(survivors) == 1
+    assert survivors[0].epoch == 8
+    assert fenced_early + len(writers) == 8
+    ids = await wal_ids(store)
+    assert ids == list(range(1, len(ids) + 1))
+
+
+async def test_a_lost_append_response_is_acknowledged_once(store: ObjectStore) -> None:
+    faulty = FaultyStore(store, seed=0)
+    handle = await claim_epoch(faulty)
+    wal = await handle.fence_wal()
+    faulty.script("lost", op="create", prefix="wal/")
+    assert await wal.append(b"once") == 2
+    assert await wal.append(b"next") == 3
+    assert [(e.id, e.data) for e in await entries(store)] == [(2, b"once"), (3, b"next")]
+    assert faulty.counts["lost"] == 1
+
+
+async def test_a_cancelled_append_that_landed_is_stepped_over(store: ObjectStore) -> None:
+    view = Interposer(store)
+    handle = await claim_epoch(view)
+    wal = await handle.fence_wal()
+    with anyio.CancelScope() as scope:
+
+        async def cancel_after_landing() -> None:
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()
+
+        view.on_create("wal/", after=cancel_after_landing)
+        await wal.append(b"cancelled")
+    assert scope.cancelled_caught
+    assert await wal.append(b"after") == 3  # id 2 holds the cancelled append: stepped over
+    assert [(e.id, e.data) for e in await entries(store)] == [(2, b"cancelled"), (3, b"after")]
+
+
+async def test_corrupt_entries_stop_the_reader(store: ObjectStore) -> None:
+    _, wal = await open_writer(store)
+    await wal.append(b"good")
+    await store.put(wal_key(3), b"SLEW\x00\x00\x00\x00 damaged entry bytes", mode="create")
+    await store.put(wal_key(4), encode_entry(1, b"after the damage"), mode="create")
+    seen: list[WalEntry] = []
+
+    async def read_all() -> None:
+        async for entry in read_wal(store):
+            seen.append(entry)
+
+    with pytest.raises(WalCorruptError) as excinfo:
+        await read_all()
+    assert [e.data for e in seen] == [b"good"]
+    assert excinfo.value.key == wal_key(3)
+    assert (await store.get(wal_key(3))).body.endswith(b"damaged entry bytes")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"short", WalCorruptError),
+        (b"JSON{" + bytes(20), WalCorruptError),
+        (encode_entry(1, b"payload")[:-1], WalCorruptError),
+        (encode_entry(1, b"x").replace(b"\x00\x01", b"\x00\x09", 1), WalCorruptError),
+    ],
+)
+async def test_damaged_entries_are_named(
+    store: ObjectStore, raw: bytes, error: type[Exception]
+) -> None:
+    await store.put(wal_key(1), raw, mode="create")
+    with pytest.raises(error):
+        await entries(store)
+
+
+async def test_an_entry_from_a_newer_format_is_unsupported(store: ObjectStore) -> None:
+    import struct
+    import zlib
+
+    tail = struct.pack(">HQ", 99, 1) + b"future"
+    raw = b"SLEW" + zlib.crc32(tail).to_bytes(4, "big") + tail
+    await store.put(wal_key(1), raw, mode="create")
+    with pytest.raises(UnsupportedFormatError):
+        await entries(store)
+
+
+async def test_replay_point_trim_and_a_new_writer_after_the_trim(store: ObjectStore) -> None:
+    handle, wal = await open_writer(store)
+    for i in range(5):
+        await wal.append(f"e{i}".encode())  # ids 2..6
+    with pytest.raises(ValueError, match="past the last appended id"):
+        await handle.mark_replayed(7)
+    manifest = await handle.mark_replayed(4)
+    assert manifest.replay_after == 4
+    with pytest.raises(ValueError, match="never moves back"):
+        await handle.mark_replayed(3)
+    assert await wal.trim() == 4  # ids 1..4: the fence and e0..e2
+    assert await wal_ids(store) == [5, 6]
+    with pytest.raises(WalTrimmedError) as excinfo:
+        await entries(store)
+    assert excinfo.value.first_kept == 5
+    assert [e.data for e in await entries(store, after=4)] == [b"e3", b"e4"]
+
+    _, w2 = await open_writer(store)  # a new writer after the trim
+    assert w2.fence_id == 7
+    with pytest.raises(FencedError):
+        await wal.append(b"zombie")
+    await w2.append(b"new")
+    assert [e.data for e in await entries(store, after=4)] == [b"e3", b"e4", b"new"]
+
+
+async def test_roles_are_independent_of_the_log(store: ObjectStore) -> None:
+    writer, wal = await open_writer(store)
+    compactor = await claim_epoch(store, role="compactor")
+    with pytest.raises(ValueError, match="only the writer role"):
+        await compactor.fence_wal()
+    await claim_epoch(Interposer(store), role="compactor")  # a newer compactor: not a writer
+    assert await wal.append(b"still the writer") == 2
+    await writer.refresh()
+
+
+async def test_an_empty_log_reads_as_nothing(store: ObjectStore) -> None:
+    assert await entries(store) == []
+    assert await entries(store, "some/root", after=10) == []
+    with pytest.raises(ValueError, match="after"):
+        await entries(store, after=-1)
