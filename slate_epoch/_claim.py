@@ -275,13 +275,19 @@ async def _create(
     and, after a conflict, the newest version read to find out (None when the create simply
     succeeded)."""
     data = encode(manifest)  # once: every retry resends these exact bytes
+    resent = False
     while True:
         retrier.attempts += 1
         try:
             await manifests.write_bytes(manifest_id, data, manifest)
         except TransientStoreError as exc:  # step 4: it may have landed; ask again, same bytes
             retrier.failed(exc)
-            await retrier.pause()
+            # A lost response is the common case and costs nothing to settle: resend at once.
+            # (The store's client has already backed off between its own tries.) Only a second
+            # unknown outcome in a row waits.
+            if resent:
+                await retrier.pause()
+            resent = True
             continue
         except ManifestVersionExistsError as exc:
             retrier.failed(exc)

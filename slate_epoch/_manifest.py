@@ -62,8 +62,16 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
+_owner: tuple[int, str] | None = None
+
+
 def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` of this process (computed once per process, and again after a fork)."""
+    global _owner
+    pid = os.getpid()
+    if _owner is None or _owner[0] != pid:
+        _owner = (pid, f"{socket.gethostname()}:{pid}")
+    return _owner[1]
 
 
 class RoleClaim(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
