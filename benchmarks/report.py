@@ -247,7 +247,7 @@ def _plot_lost_latency(ax: Any, rows: list[Row]) -> None:
     ax.set_xlabel("put responses lost (%)")
     ax.set_ylabel("p99 claim ms (log)")
     ax.set_yscale("log")
-    ax.set_title("4. Lost responses: p99 (slate-epoch backs off before resending)")
+    ax.set_title("4. Lost responses: p99 (resend at once; backoff after 2 losses in a row)")
     ax.legend(fontsize=8)
 
 

@@ -13,7 +13,9 @@
 3. ``contention``: N claimers start at once, each with its own store object over the same data.
 4. ``lost_responses``: sequential warm claims through ``FaultyStore`` losing that share of put
    responses; beside them, SlateDB's rule (re-read and bump again after any conflict) on the
-   same faults, written here on the public ``ManifestStore``.
+   same faults, written here on the public ``ManifestStore``. Both resend a write at once after
+   a lost response; slate-epoch backs off only after a second unknown outcome in a row (and
+   after a conflict with a rival, which a lost response of its own is not).
 
 Every store starts with ``HISTORY`` manifests, so the numbers describe a root in use.
 """

@@ -265,7 +265,10 @@ async def fence_wal(handle: EpochHandle, timeout: float | None) -> WalWriter:
     log = _Log(handle.store, handle.root)
 
     async def fence(retrier: Retrier) -> WalWriter:
-        replay_after = (await handle.refresh()).replay_after
+        # Only the writer moves the replay point (mark_replayed is a fenced update), so while
+        # this handle holds the role its own manifest has the current one; if it no longer
+        # holds the role, the refresh after the fence says so.
+        replay_after = handle.manifest.replay_after
         candidate = await retrier.call(lambda: log.first_free(replay_after))
         while True:
             key = log.key(candidate)
@@ -286,6 +289,8 @@ async def fence_wal(handle: EpochHandle, timeout: float | None) -> WalWriter:
 
 async def mark_replayed(handle: EpochHandle, entry_id: int, timeout: float | None) -> Manifest:
     """Record that the log is absorbed up to ``entry_id`` (see ``EpochHandle.mark_replayed``)."""
+    if handle.role != "writer":
+        raise ValueError(f"only the writer role moves the replay point, not {handle.role!r}")
     if entry_id < 0:
         raise ValueError(f"a log id is >= 0, got {entry_id}")
     if entry_id > handle.manifest.replay_after:

@@ -247,6 +247,8 @@ async def test_roles_are_independent_of_the_log(store: ObjectStore) -> None:
     compactor = await claim_epoch(store, role="compactor")
     with pytest.raises(ValueError, match="only the writer role"):
         await compactor.fence_wal()
+    with pytest.raises(ValueError, match="only the writer role"):
+        await compactor.mark_replayed(0)
     await claim_epoch(Interposer(store), role="compactor")  # a newer compactor: not a writer
     assert await wal.append(b"still the writer") == 2
     await writer.refresh()

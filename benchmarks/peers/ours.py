@@ -1,8 +1,14 @@
-"""slate-epoch's claim, measured the way the peers are: ``python -m benchmarks.peers.ours``.
+"""slate-epoch's claim and open, measured as the peers are: ``python -m benchmarks.peers.ours``.
 
-Cold first (a new store object per claim, so nothing is cached; the manifest it wrote is
-deleted again, untimed, so every cold claim meets the same history), then warm (the same store
-object: one create per claim). The store starts with ``HISTORY`` manifests.
+Three cases, each on a store that starts with ``HISTORY`` manifests and an empty log:
+
+- ``open``: what SlateDB's open does, done with slate-epoch: a cold claim (a new store object, so
+  nothing is cached) followed by ``fence_wal()`` (head probes for the first free log id above the
+  replay point, a create-if-absent zero-byte fence there, and the manifest re-read before and
+  after). Timed together. Afterwards (untimed) the manifest the claim wrote and the fence are
+  deleted again, so every open meets the same state: 10 manifests, nothing in the log.
+- ``cold``: the cold claim alone (its manifest deleted again, untimed, in the same way).
+- ``warm``: the same store object claiming again: one create and the boundary read per claim.
 """
 
 from __future__ import annotations
@@ -13,15 +19,22 @@ from time import perf_counter
 
 import anyio
 
-from slate_epoch import EpochHandle, ManifestStore, ObjectStore, __version__, claim_epoch
+from slate_epoch import (
+    EpochHandle,
+    ManifestStore,
+    ObjectStore,
+    WalWriter,
+    __version__,
+    claim_epoch,
+)
 
 from ..stores import Alias, CountingStore, Environment, open_backend, per_claim, prefill
 from ._common import HISTORY, arguments, emit, timed
 
 COUNTED = 20
 DOES = {
-    "memory": "claim: cold = list + get + create of the next manifest, warm = create only; "
-    "no WAL fence (not built yet)",
+    "memory": "open = cold claim + fence_wal(); cold = list + get + create of the next manifest "
+    "+ boundary get; warm = create + boundary get",
     "local": "the same on LocalStore(durable=True): fsync of file and folder per create",
     "local-nofsync": "the same on LocalStore(durable=False): no fsync, as the peers",
 }
@@ -35,15 +48,47 @@ async def cold_claim(store: ObjectStore) -> tuple[float, EpochHandle]:
     return elapsed, handle
 
 
-async def forget(handle: EpochHandle) -> None:
+async def cold_open(store: ObjectStore) -> float:
+    start = perf_counter()
+    handle = await claim_epoch(Alias(store))
+    wal = await handle.fence_wal()
+    elapsed = perf_counter() - start
+    await forget(handle, wal)
+    return elapsed
+
+
+async def forget(handle: EpochHandle, wal: WalWriter | None = None) -> None:
+    """Delete what a cold claim (and its fence) wrote, so that the next one meets the same
+    state. Benchmarks only: a real deployment never deletes its newest manifest."""
+    if wal is not None:
+        await handle.store.delete(fence_key(handle.root, wal.fence_id))
     await handle.store.delete(ManifestStore(handle.store, handle.root).key(handle.manifest_id))
+
+
+def fence_key(root: str, fence_id: int) -> str:
+    """``{root}/wal/{id:020d}.wal``: where the log keeps entry ``fence_id`` (README)."""
+    root = root.strip("/")
+    return f"{root + '/' if root else ''}wal/{fence_id:020d}.wal"
+
+
+async def count_opens(store: ObjectStore) -> dict[str, float]:
+    counts: Counter[str] = Counter()
+    for _ in range(COUNTED):
+        counter = CountingStore(store)
+        handle = await claim_epoch(counter)
+        wal = await handle.fence_wal()
+        counts.update(counter.requests())
+        await forget(handle, wal)
+    return per_claim(counts, COUNTED)
 
 
 async def main() -> None:
     args = arguments(__doc__)
     async with open_backend(args.backend, Environment(Path(args.folder))) as store:
         await prefill(store, HISTORY)
-        first, _ = await cold_claim(store)
+        first = await cold_open(store)
+        opens = [await cold_open(store) for _ in range(args.cold)]
+        open_requests = await count_opens(store)
         cold = [(await cold_claim(store))[0] for _ in range(args.cold)]
         cold_counts: Counter[str] = Counter()
         for _ in range(COUNTED):
@@ -65,8 +110,9 @@ async def main() -> None:
             "does": DOES[args.backend],
             "fsync": args.backend == "local",
             "first_s": first,
-            "samples": {"cold": cold, "warm": warm},
+            "samples": {"open": opens, "cold": cold, "warm": warm},
             "requests": {
+                "open": open_requests,
                 "cold": per_claim(cold_counts, COUNTED),
                 "warm": per_claim(counter.requests(), COUNTED),
             },
