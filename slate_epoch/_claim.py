@@ -33,6 +33,7 @@ from ._errors import (
     FencedError,
     InvariantViolationError,
     ManifestVersionExistsError,
+    NotFoundError,
     OperationTimeoutError,
     TransientStoreError,
 )
@@ -205,7 +206,14 @@ class EpochHandle:
                     self._manifests, base_id + 1, candidate, self.role, retrier
                 )
                 if newest is not None:  # a conflict: still ours? (FencedError if not)
-                    self._accept(*newest)
+                    try:
+                        self._accept(*newest)
+                    except FencedError:
+                        if not landed:
+                            raise
+                        # Our write landed before the newer claim: it is in the history, so the
+                        # update succeeded; every later call raises FencedError.
+                        self.manifest_id, self.manifest = base_id + 1, candidate
                 if landed:
                     if newest is None:
                         self.manifest_id, self.manifest = base_id + 1, candidate
@@ -297,7 +305,33 @@ async def _create(
     newest = await _read_latest(manifests, retrier, known=manifest_id)
     claim = manifest.claim(role)
     assert claim is not None  # the caller writes as the role's holder
-    return newest[1].carries(role, claim.claim_id, manifest.write_id), newest
+    if newest[1].carries(role, claim.claim_id, manifest.write_id):
+        return True, newest
+    stored = newest[1].claim(role)
+    is_update = manifest.write_id != claim.claim_id
+    if is_update and stored is not None and stored.claim_id != claim.claim_id:
+        # An update, and a newer claim of the role has replaced its lineage since: the newest
+        # version can't tell whether our write landed before that claim, the id we wrote can.
+        return await _landed_at(manifests, manifest_id, manifest.write_id, retrier), newest
+    return False, newest
+
+
+async def _landed_at(
+    manifests: ManifestStore, manifest_id: int, write_id: str, retrier: Retrier
+) -> bool:
+    """Whether the version at ``manifest_id`` is our write ``write_id``, in the history.
+
+    Above the retention boundary an id was never deleted, so what is there is its one and only
+    create. At or below it we can't tell our landed write from our own resend recreating a
+    deleted id, and answer no (the write is then reported as not landed: documented).
+    """
+    if manifest_id <= await retrier.call(manifests.read_boundary):
+        return False
+    try:
+        existing = await retrier.call(lambda: manifests.read(manifest_id))
+    except NotFoundError:
+        return False
+    return existing.write_id == write_id
 
 
 async def _read_latest(

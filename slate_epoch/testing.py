@@ -10,16 +10,20 @@ for scenario tests::
     store.script("lost", op="create", prefix="manifest/")   # the next manifest create lands,
     handle = await claim_epoch(store)                        # but its response is lost
     assert store.counts["lost"] == 1 and handle.epoch == 1
+
+The deterministic simulation of the protocol lives here too (it needs trio): ``simulate(seed)``
+runs one seed and checks its history (``SimulationReport``, ``check_history``), and
+``python -m slate_epoch.testing replay --seed N`` replays one, printing its history.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeAlias
 
 import anyio
 
@@ -34,7 +38,41 @@ from ._store import (
     listing,
 )
 
-__all__ = ["FaultAction", "FaultyStore", "Operation"]
+if TYPE_CHECKING:
+    from ._simulation import (
+        History,
+        SimulationConfig,
+        SimulationReport,
+        Violation,
+        check_history,
+        simulate,
+    )
+
+__all__ = [
+    "FaultAction",
+    "FaultyStore",
+    "History",
+    "Operation",
+    "SimulationConfig",
+    "SimulationReport",
+    "Violation",
+    "check_history",
+    "simulate",
+]
+
+_SIMULATION_NAMES: Final = frozenset(
+    {"History", "SimulationConfig", "SimulationReport", "Violation", "check_history", "simulate"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The simulation's names, imported on first use: importing this module needs no trio."""
+    if name in _SIMULATION_NAMES:
+        from . import _simulation
+
+        return getattr(_simulation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Operation: TypeAlias = Literal["get", "head", "put", "list", "delete"]
 FaultAction: TypeAlias = Literal["lost", "error"]
@@ -64,7 +102,9 @@ class FaultyStore:
     - ``latency``: seconds slept (``anyio.sleep``) before each operation, fixed or a
       ``(low, high)`` range drawn from the RNG;
     - ``ops``: the operations random faults apply to (default: all of
-      ``get head put list delete``). Scripted faults ignore it.
+      ``get head put list delete``). Scripted faults ignore it;
+    - ``on_fault``: called as ``on_fault(action, op, key)`` whenever a fault is injected, before
+      it takes effect (to log it, or to tell which of several callers it hit).
 
     ``counts`` tallies calls by operation, plus ``"lost"`` and ``"error"`` for faults injected.
     """
@@ -78,6 +118,7 @@ class FaultyStore:
         error_rate: float = 0.0,
         latency: float | tuple[float, float] | None = None,
         ops: Collection[Operation] | None = None,
+        on_fault: Callable[[FaultAction, Operation, str], object] | None = None,
     ) -> None:
         for name, rate in (("lost_response_rate", lost_response_rate), ("error_rate", error_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -93,6 +134,7 @@ class FaultyStore:
         self.error_rate = error_rate
         self.latency = latency
         self.ops = frozenset(OPERATIONS if ops is None else ops)
+        self.on_fault = on_fault
         self.counts: Counter[str] = Counter()
         self._rng = random.Random(seed)
         self._script: deque[_Scripted] = deque()
@@ -133,6 +175,8 @@ class FaultyStore:
                 fault = "error"
         if fault is not None:
             self.counts[fault] += 1
+            if self.on_fault is not None:
+                self.on_fault(fault, op, key)
         if fault == "error":
             raise TransientStoreError(f"injected error on {op} {key!r}")
         return fault
@@ -202,3 +246,9 @@ class FaultyStore:
         tb: TracebackType | None,
     ) -> None:
         await self.inner.__aexit__(exc_type, exc, tb)
+
+
+if __name__ == "__main__":
+    from slate_epoch._simulation import main
+
+    raise SystemExit(main())

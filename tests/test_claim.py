@@ -385,3 +385,30 @@ def test_backoff_waits_grow_to_the_maximum_and_stay_jittered() -> None:
 def test_backoff_rejects_nonsense(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="invalid backoff"):
         Backoff(**kwargs)
+
+
+async def test_an_update_that_landed_before_a_newer_claim_is_not_reported_fenced(
+    store: ObjectStore,
+) -> None:
+    """Found by the simulation (seed 32 was one instance): an update's create lands, a newer
+    claim of the same role lands on top, then the update's response is lost. The newest
+    version's lineage is the new claim's, so it can't say whether the write landed; the id it
+    wrote can. The update succeeded (it is in the history), and the handle is fenced after."""
+    view = Interposer(store)
+    writer = await claim_epoch(view)
+
+    async def rival_claims() -> None:
+        await claim_epoch(Interposer(store))
+
+    def once(manifest: Manifest) -> Manifest:
+        return msgspec.structs.replace(manifest, state=manifest.state + b"once")
+
+    view.on_create("manifest/", after=rival_claims, lose_response=True)
+    try:
+        written = await writer.update(once)
+    finally:  # whatever update said, the write landed at 2, under the writer's epoch
+        landed = await ManifestStore(store).read(2)
+        assert (landed.state, landed.epoch("writer")) == (b"once", 1)
+    assert written.write_id == landed.write_id
+    with pytest.raises(FencedError):
+        await writer.update(once)
