@@ -216,6 +216,9 @@ def now_ms() -> int:
 _latest_seen: weakref.WeakKeyDictionary[object, dict[str, tuple[int, Manifest]]] = (
     weakref.WeakKeyDictionary()
 )
+# The highest id a search has seen exist (a probe or a listing, without reading it), per (store,
+# root): a search that failed halfway (a transient error) resumes from there, not from scratch.
+_seen_to_exist: weakref.WeakKeyDictionary[object, dict[str, int]] = weakref.WeakKeyDictionary()
 
 # A cold search lists one page of this many keys; a longer history is searched with probes.
 _LIST_PAGE: Final = 1000
@@ -238,8 +241,9 @@ class ManifestStore:
         self._boundary_key = f"{root}/manifest-boundary" if root else "manifest-boundary"
         try:
             self._cache = _latest_seen.setdefault(store, {})
+            self._floor = _seen_to_exist.setdefault(store, {})
         except TypeError:  # a store that can't be weakly referenced: cache per ManifestStore
-            self._cache = {}
+            self._cache, self._floor = {}, {}
 
     def key(self, manifest_id: int) -> str:
         if manifest_id < 1:
@@ -277,7 +281,7 @@ class ManifestStore:
         whose next step is a write (the write's own boundary check covers it).
         """
         cached = self._cache.get(self.root)
-        start = max(known, cached[0] if cached else 0)
+        start = max(known, cached[0] if cached else 0, self._floor.get(self.root, 0))
         try:
             if start:
                 found: tuple[int, Manifest] | None = await self._read_forward(start)
@@ -331,7 +335,12 @@ class ManifestStore:
             await self.store.head(self.key(manifest_id))
         except NotFoundError:
             return False
+        self._note_exists(manifest_id)
         return True
+
+    def _note_exists(self, manifest_id: int) -> None:
+        if manifest_id > self._floor.get(self.root, 0):
+            self._floor[self.root] = manifest_id
 
     async def _gallop(self, low: int) -> int:
         """Given that ``low`` exists, the newest id: double until a miss, then bisect.
@@ -357,6 +366,7 @@ class ManifestStore:
                 manifest_id = self._id_of(meta.key)
                 if manifest_id is not None:
                     highest = max(highest, manifest_id)
+                    self._note_exists(manifest_id)
                 count += 1
                 if count >= _LIST_PAGE:
                     return await self._gallop(highest) if highest else 0
