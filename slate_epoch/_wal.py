@@ -129,6 +129,19 @@ class _Log:
                 high = mid
         return high
 
+    async def ids_up_to(self, last: int) -> list[int]:
+        """The stored ids at or below ``last``, ascending (one listing, stopped past it)."""
+        ids: list[int] = []
+        async with listing(self.store, self.dir) as metas:
+            async for meta in metas:
+                entry_id = self.id_of(meta.key)
+                if entry_id is None:
+                    continue
+                if entry_id > last:
+                    break
+                ids.append(entry_id)
+        return ids
+
     async def first_kept(self) -> int | None:
         """The lowest id still stored (entries below it were trimmed), or None if none is."""
         async with listing(self.store, self.dir) as metas:
@@ -241,15 +254,7 @@ class WalWriter:
 
         async def trim(retrier: Retrier) -> int:
             replay_after = (await self._handle.refresh()).replay_after
-            doomed: list[int] = []
-            async with listing(self._log.store, self._log.dir) as metas:
-                async for meta in metas:
-                    entry_id = self._log.id_of(meta.key)
-                    if entry_id is None:
-                        continue
-                    if entry_id > replay_after:
-                        break
-                    doomed.append(entry_id)
+            doomed = await retrier.call(partial(self._log.ids_up_to, replay_after))
             for entry_id in doomed:
                 key = self._log.key(entry_id)
                 await retrier.call(partial(self._log.store.delete, key))
@@ -293,10 +298,7 @@ async def mark_replayed(handle: EpochHandle, entry_id: int, timeout: float | Non
         raise ValueError(f"only the writer role moves the replay point, not {handle.role!r}")
     if entry_id < 0:
         raise ValueError(f"a log id is >= 0, got {entry_id}")
-    if entry_id > handle.manifest.replay_after:
-        log = _Log(handle.store, handle.root)
-        if not await log.taken(entry_id):  # the log is contiguous: a free id is past its end
-            raise ValueError(f"log id {entry_id} is past the last appended id")
+    log = _Log(handle.store, handle.root)
 
     def advance(manifest: Manifest) -> Manifest:
         if entry_id < manifest.replay_after:
@@ -305,4 +307,15 @@ async def mark_replayed(handle: EpochHandle, entry_id: int, timeout: float | Non
             )
         return msgspec.structs.replace(manifest, replay_after=entry_id)
 
-    return await handle.update(advance, timeout=timeout)
+    async def mark(retrier: Retrier) -> Manifest:
+        # A free id above the replay point is past the end of the log (it is contiguous there)
+        # - unless a newer writer trimmed it, which the refresh reports as FencedError.
+        if (
+            entry_id > handle.manifest.replay_after
+            and not await retrier.call(partial(log.taken, entry_id))
+            and entry_id > (await handle.refresh()).replay_after
+        ):
+            raise ValueError(f"log id {entry_id} is past the last appended id")
+        return await handle.update(advance)
+
+    return await handle._with_deadline("mark_replayed", timeout, mark)
