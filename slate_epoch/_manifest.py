@@ -206,6 +206,38 @@ def _check_roles(roles: Iterable[RoleClaim], key: str) -> None:
         seen.add(claim.role)
 
 
+async def _read_boundary(store: ObjectStore, key: str) -> tuple[int, str | None]:
+    try:
+        result = await store.get(key)
+    except NotFoundError:
+        return 0, None
+    return _decode_boundary(result.body, key), result.etag
+
+
+async def read_boundary(store: ObjectStore, key: str) -> int:
+    """The boundary stored at ``key``: ids at or below it may have been deleted (0: none)."""
+    return (await _read_boundary(store, key))[0]
+
+
+async def advance_boundary(store: ObjectStore, key: str, to: int) -> int:
+    """Move the boundary at ``key`` up to ``to`` (never down); return where it stands.
+
+    A compare-and-swap on the boundary object, so concurrent movers never move it back.
+    """
+    for _ in range(_BOUNDARY_CHASES):
+        current, etag = await _read_boundary(store, key)
+        if current >= to:
+            return current
+        body = _frame(BOUNDARY_MAGIC, _encoder.encode(Boundary(to)))
+        mode: PutMode = "create" if etag is None else UpdateVersion(etag)
+        try:
+            await store.put(key, body, mode=mode)
+        except (AlreadyExistsError, PreconditionError):
+            continue  # another one moved it: look again
+        return to
+    raise TransientStoreError(f"the boundary {key!r} keeps moving")
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -406,33 +438,12 @@ class ManifestStore:
 
     async def read_boundary(self) -> int:
         """The retention boundary: ids at or below it may have been deleted (0: none were)."""
-        return (await self._read_boundary())[0]
-
-    async def _read_boundary(self) -> tuple[int, str | None]:
-        try:
-            result = await self.store.get(self._boundary_key)
-        except NotFoundError:
-            return 0, None
-        return _decode_boundary(result.body, self._boundary_key), result.etag
+        return (await _read_boundary(self.store, self._boundary_key))[0]
 
     async def advance_boundary(self, manifest_id: int) -> int:
         """Move the boundary up to ``manifest_id`` (never down); return where it stands.
-
-        A compare-and-swap on the boundary object, so concurrent collectors never move it back.
-        The caller must already know that ``manifest_id`` lies below the newest version.
-        """
-        for _ in range(_BOUNDARY_CHASES):
-            current, etag = await self._read_boundary()
-            if current >= manifest_id:
-                return current
-            body = _frame(BOUNDARY_MAGIC, _encoder.encode(Boundary(manifest_id)))
-            mode: PutMode = "create" if etag is None else UpdateVersion(etag)
-            try:
-                await self.store.put(self._boundary_key, body, mode=mode)
-            except (AlreadyExistsError, PreconditionError):
-                continue  # another collector moved it: look again
-            return manifest_id
-        raise TransientStoreError(f"the retention boundary under {self.root!r} keeps moving")
+        The caller must already know that ``manifest_id`` lies below the newest version."""
+        return await advance_boundary(self.store, self._boundary_key, manifest_id)
 
     async def collectable_ids(self, boundary: int) -> list[int]:
         """The manifest ids stored at or below ``boundary``, ascending (one listing, stopped at

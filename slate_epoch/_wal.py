@@ -20,6 +20,12 @@ the fence for a stale one and step over it. And the fence goes at the *first* fr
 append the old writer had acknowledged lies below it (appends are acknowledged in id order), so
 a replay from the replay point sees them all; an append still in flight either lands below the
 fence (and is replayed) or meets the fence and fails (and was never acknowledged).
+
+Trimming deletes entries - fences too - so it follows the manifests' retention rule: it first
+moves the log's boundary (``{root}/wal-boundary``) up to the replay point, then deletes at or
+below it; and every append reads the boundary after its create. An old writer whose next id was
+trimmed away would otherwise recreate it and believe it appended; instead its append lands at or
+below the boundary, counts as a conflict, and the re-read manifest fences it.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from ._errors import (
     WalCorruptError,
     WalTrimmedError,
 )
-from ._manifest import FORMAT_VERSION, Manifest
+from ._manifest import FORMAT_VERSION, Manifest, advance_boundary, read_boundary
 from ._retry import Retrier
 from ._store import ObjectStore, listing, validate_key
 
@@ -95,6 +101,7 @@ class _Log:
             validate_key(root)
         self.store = store
         self.dir = f"{root}/wal/" if root else "wal/"
+        self.boundary_key = f"{root}/wal-boundary" if root else "wal-boundary"
 
     def key(self, entry_id: int) -> str:
         if entry_id < 1:
@@ -233,6 +240,14 @@ class WalWriter:
                 if existing != body:  # our own bytes: a lost response, acknowledged once
                     await self._someone_else_at(entry_id, key, existing)
                     continue
+            store, boundary_key = self._log.store, self._log.boundary_key
+            if entry_id <= await retrier.call(partial(read_boundary, store, boundary_key)):
+                # A trimmed id, written again: only a newer writer trims past our next id.
+                await self._handle.refresh()  # FencedError
+                raise InvariantViolationError(
+                    f"{key} lies at or below the log's trim boundary, but the manifest still "
+                    f"names epoch {self.epoch} as the writer"
+                )
             self._next = entry_id + 1
             return entry_id
 
@@ -254,7 +269,12 @@ class WalWriter:
 
         async def trim(retrier: Retrier) -> int:
             replay_after = (await self._handle.refresh()).replay_after
-            doomed = await retrier.call(partial(self._log.ids_up_to, replay_after))
+            if replay_after == 0:
+                return 0
+            # The boundary first: from here on no append at or below it counts.
+            log = self._log
+            await retrier.call(partial(advance_boundary, log.store, log.boundary_key, replay_after))
+            doomed = await retrier.call(partial(log.ids_up_to, replay_after))
             for entry_id in doomed:
                 key = self._log.key(entry_id)
                 await retrier.call(partial(self._log.store.delete, key))

@@ -259,3 +259,21 @@ async def test_an_empty_log_reads_as_nothing(store: ObjectStore) -> None:
     assert await entries(store, "some/root", after=10) == []
     with pytest.raises(ValueError, match="after"):
         await entries(store, after=-1)
+
+
+async def test_a_zombie_cannot_append_into_a_trimmed_range(store: ObjectStore) -> None:
+    """Found by the simulation: the old writer's next id was the new writer's fence; the new
+    writer replays, trims (the fence too), and the old writer's append would recreate that id
+    below the replay point, where no one replays it. The trim boundary makes it a conflict."""
+    _, w1 = await open_writer(store)
+    await w1.append(b"w1")  # id 2
+    h2, w2 = await open_writer(store)  # fence at 3: w1's next id
+    replayed = await w2.append(b"w2")  # id 4
+    await h2.mark_replayed(replayed)
+    assert await w2.trim() == 4  # ids 1..4, the fence included
+    with pytest.raises(FencedError):
+        await w1.append(b"zombie")  # lands at 3, at or below the boundary: not an append
+    assert await w2.append(b"w2 again") == 5
+    assert [e.data for e in await entries(store, after=replayed)] == [b"w2 again"]
+    await w2.trim()  # the zombie's object at 3 is garbage below the boundary
+    assert await wal_ids(store) == [5]
