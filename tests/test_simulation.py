@@ -1,5 +1,5 @@
 """The deterministic simulation: thousands of seeds hold the invariants, a seed replays exactly,
-and the checker catches deliberately broken claims."""
+and the checker catches deliberately broken claims, logs and collections."""
 
 from __future__ import annotations
 
@@ -42,6 +42,18 @@ EXERCISED = (
     "update:OperationTimeoutError",
     "update:crashed",
     "refresh:ok",
+    "fence:ok",
+    "fence:FencedError",
+    "append:ok",
+    "append:FencedError",
+    "append:OperationTimeoutError",
+    "mark:ok",
+    "trim:ok",
+    "entries_trimmed",
+    "gc:ok",
+    "gc:OperationTimeoutError",
+    "versions_deleted",
+    "recreations",
 )
 
 
@@ -137,18 +149,20 @@ def test_the_config_draws_its_writers_from_its_range() -> None:
 
 
 def _first_failure(breakage: Breakage) -> SimulationReport | None:
+    """The first seed where the breakage shows: a violation it catches, of a kind the same seed
+    does not show unbroken (so that a flaw of the core itself never passes for a catch)."""
     for seed in range(FOUND_WITHIN):
-        report = simulate(seed)
-        if any(breakage.catches(violation) for violation in report.violations):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            breakage.install(monkeypatch)
+            report = simulate(seed)
+        caught = {v.kind for v in report.violations if breakage.catches(v)}
+        if caught and caught - {v.kind for v in simulate(seed).violations}:
             return report
     return None
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES, ids=[b.name for b in BREAKAGES])
-def test_the_checker_catches_a_broken_claim(
-    monkeypatch: pytest.MonkeyPatch, breakage: Breakage
-) -> None:
-    breakage.install(monkeypatch)
+def test_the_checker_catches_a_broken_core(breakage: Breakage) -> None:
     report = _first_failure(breakage)
     assert report is not None, (
         f"{breakage.name}: not caught by {breakage.shown_by} within {FOUND_WITHIN} seeds"

@@ -1,20 +1,25 @@
-"""Deliberately broken pieces of ``slate_epoch._claim``, to show that the simulation's checker
-catches real protocol bugs. Each is a minimal change, installed with ``monkeypatch``; where the
-original can be wrapped it is, so the breakage follows the core as it evolves."""
+"""Deliberately broken pieces of the core (the claim, the write-ahead log, retention), to show
+that the simulation's checker catches real protocol bugs. Each is a minimal change, installed
+with ``monkeypatch``; where the original can be wrapped it is, so the breakage follows the core
+as it evolves."""
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 
-from slate_epoch import _claim
+from slate_epoch import _claim, _wal
 from slate_epoch._claim import EpochHandle
 from slate_epoch._errors import ManifestVersionExistsError, TransientStoreError
-from slate_epoch._manifest import Manifest, ManifestStore, encode
+from slate_epoch._manifest import Manifest, ManifestStore, encode, read_boundary
 from slate_epoch._retry import Retrier
 from slate_epoch._simulation import Violation
+from slate_epoch._store import ObjectStore
+from slate_epoch._wal import WalWriter
 
 Newest = tuple[int, Manifest] | None
 Create = Callable[[ManifestStore, int, Manifest, str, Retrier], Awaitable[tuple[bool, Newest]]]
@@ -100,6 +105,95 @@ async def write_bytes_overwriting(
     self._remember(manifest_id, manifest)
 
 
+# -- retention ----------------------------------------------------------------------------------
+
+# Set while the wrapped call runs, in its task only (a context variable), so that a breakage
+# reaches one caller of a shared method and no other.
+_INSIDE: contextvars.ContextVar[str] = contextvars.ContextVar("breakage_inside", default="")
+_write_bytes = ManifestStore.write_bytes
+_read_boundary = ManifestStore.read_boundary
+_collectable_ids = ManifestStore.collectable_ids
+
+
+async def write_bytes_marked(
+    self: ManifestStore, manifest_id: int, data: bytes, manifest: Manifest
+) -> None:
+    token = _INSIDE.set("write_bytes")
+    try:
+        await _write_bytes(self, manifest_id, data, manifest)
+    finally:
+        _INSIDE.reset(token)
+
+
+async def read_boundary_zero_in_write_bytes(self: ManifestStore) -> int:
+    """``ManifestStore.read_boundary`` that answers 0 to ``write_bytes``' post-write check (the
+    check is skipped: a stale writer that recreates a deleted id believes it won), and the
+    truth to every other reader."""
+    if _INSIDE.get() == "write_bytes":
+        return 0  # BUG
+    return await _read_boundary(self)
+
+
+def skip_the_boundary_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ManifestStore, "write_bytes", write_bytes_marked)
+    monkeypatch.setattr(ManifestStore, "read_boundary", read_boundary_zero_in_write_bytes)
+
+
+async def collectable_ids_one_too_many(self: ManifestStore, boundary: int) -> list[int]:
+    """``ManifestStore.collectable_ids`` off by one: collections also delete the first id above
+    the boundary (with ``keep=1``, the newest version)."""
+    return await _collectable_ids(self, boundary + 1)  # BUG: `boundary`
+
+
+# -- the write-ahead log ------------------------------------------------------------------------
+
+_first_free = _wal._Log.first_free
+_trim = WalWriter.trim
+_refresh = EpochHandle.refresh
+
+
+async def first_free_after_skipping_one(self: _wal._Log, after: int) -> int:
+    """``_Log.first_free`` that answers one id too far: ``fence_wal`` leaves a gap below its
+    fence."""
+    return await _first_free(self, after) + 1  # BUG
+
+
+async def step_over_without_refreshing(
+    self: WalWriter, entry_id: int, key: str, existing: bytes
+) -> None:
+    """``WalWriter._someone_else_at`` that steps over whatever holds the id, without refreshing
+    the manifest first: an old writer steps over a newer epoch's fence and appends on."""
+    self._next = entry_id + 1  # BUG: no `await self._handle.refresh()`, no epoch check
+
+
+async def trim_marked(self: WalWriter, *, timeout: float | None = None) -> int:
+    token = _INSIDE.set("trim")
+    try:
+        return await _trim(self, timeout=timeout)
+    finally:
+        _INSIDE.reset(token)
+
+
+async def refresh_one_past_in_trim(self: EpochHandle, *, timeout: float | None = None) -> Manifest:
+    """``EpochHandle.refresh`` that, inside ``WalWriter.trim`` only, reports the replay point
+    one id too high: trim deletes the first entry above it."""
+    manifest = await _refresh(self, timeout=timeout)
+    if _INSIDE.get() == "trim":
+        return msgspec.structs.replace(manifest, replay_after=manifest.replay_after + 1)  # BUG
+    return manifest
+
+
+async def advance_boundary_not(store: ObjectStore, key: str, to: int) -> int:
+    """``advance_boundary`` for the log that leaves the boundary where it is: trim deletes
+    without moving the log's boundary first."""
+    return await read_boundary(store, key)  # BUG: never moves it
+
+
+def trim_one_past_the_replay_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WalWriter, "trim", trim_marked)
+    monkeypatch.setattr(EpochHandle, "refresh", refresh_one_past_in_trim)
+
+
 @dataclass(frozen=True)
 class Breakage:
     name: str
@@ -166,5 +260,47 @@ BREAKAGES = [
         ),
         _check(1),
         "check 1",
+    ),
+    Breakage(
+        "the post-write boundary check skipped",
+        skip_the_boundary_check,
+        _either(_check(1), _check(2), _LOST_ACK),
+        "check 1, 2, or 3 (an acknowledged update missing)",
+    ),
+    Breakage(
+        "collections delete one id past the boundary",
+        lambda monkeypatch: monkeypatch.setattr(
+            ManifestStore, "collectable_ids", collectable_ids_one_too_many
+        ),
+        _check(1, "above the boundary"),
+        "check 1 (a version deleted above the boundary)",
+    ),
+    Breakage(
+        "fence_wal skips one free id (a gap below the fence)",
+        lambda monkeypatch: monkeypatch.setattr(
+            _wal._Log, "first_free", first_free_after_skipping_one
+        ),
+        _check(6),
+        "check 6",
+    ),
+    Breakage(
+        "an append steps over a newer fence without refreshing",
+        lambda monkeypatch: monkeypatch.setattr(
+            WalWriter, "_someone_else_at", step_over_without_refreshing
+        ),
+        _check(6, "above the fence"),
+        "check 6 (an entry above a newer fence)",
+    ),
+    Breakage(
+        "trim deletes one entry past the replay point",
+        trim_one_past_the_replay_point,
+        _check(6, "above the replay point"),
+        "check 6 (an entry deleted above the replay point)",
+    ),
+    Breakage(
+        "trim deletes without moving the log's boundary first",
+        lambda monkeypatch: monkeypatch.setattr(_wal, "advance_boundary", advance_boundary_not),
+        _check(6, "above the log's boundary"),
+        "check 6 (an entry deleted above the log's boundary)",
     ),
 ]
