@@ -236,7 +236,11 @@ class WalWriter:
             try:
                 await retrier.call(partial(self._log.store.put, key, body, mode="create"))
             except AlreadyExistsError:
-                existing = (await retrier.call(partial(self._log.store.get, key))).body
+                try:
+                    existing = (await retrier.call(partial(self._log.store.get, key))).body
+                except NotFoundError:  # trimmed since: only a newer writer trims up here
+                    await self._handle.refresh()  # FencedError
+                    continue
                 if existing != body:  # our own bytes: a lost response, acknowledged once
                     await self._someone_else_at(entry_id, key, existing)
                     continue
@@ -301,8 +305,12 @@ async def fence_wal(handle: EpochHandle, timeout: float | None) -> WalWriter:
                 await retrier.call(partial(log.store.put, key, FENCE, mode="create"))
                 break
             except AlreadyExistsError:
-                if (await retrier.call(partial(log.store.get, key))).body == FENCE:
-                    break  # a fence stands there (ours, after a lost response, or another's)
+                try:
+                    if (await retrier.call(partial(log.store.get, key))).body == FENCE:
+                        break  # a fence stands there (ours, after a lost response, or another's)
+                except NotFoundError:  # trimmed since: only a newer writer trims up here
+                    await handle.refresh()  # FencedError
+                    continue
             # the old writer took the slot first: still ours to fence? then the next id
             await handle.refresh()
             candidate += 1
