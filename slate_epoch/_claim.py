@@ -321,15 +321,17 @@ async def _landed_at(
 ) -> bool:
     """Whether the version at ``manifest_id`` is our write ``write_id``, in the history.
 
-    Above the retention boundary an id was never deleted, so what is there is its one and only
-    create. At or below it we can't tell our landed write from our own resend recreating a
-    deleted id, and answer no (the write is then reported as not landed: documented).
+    The version first, then the boundary: if the boundary was still below the id after we read
+    it, the id had never been deleted when we read it, so what we read was its one and only
+    create. (Boundary first would race: retention could delete the id and a late resend of ours
+    recreate it in between.) At or below the boundary we can't tell our landed write from such
+    a recreation, and answer no (the write is then reported as not landed: documented).
     """
-    if manifest_id <= await retrier.call(manifests.read_boundary):
-        return False
     try:
         existing = await retrier.call(lambda: manifests.read(manifest_id))
     except NotFoundError:
+        return False
+    if manifest_id <= await retrier.call(manifests.read_boundary):
         return False
     return existing.write_id == write_id
 
