@@ -42,8 +42,6 @@ import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import anyio.from_thread
 import anyio.to_thread
@@ -62,7 +60,9 @@ from slate_epoch._store import (
     ObjectMeta,
     PutMode,
     PutResult,
+    StoreBase,
     UpdateVersion,
+    as_body,
     validate_key,
     validate_prefix,
 )
@@ -158,7 +158,7 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-class LocalStore:
+class LocalStore(StoreBase):
     """Objects as files under ``root``: key ``a/b/c`` is the file ``root/a/b/c``.
 
     ``root`` is created (with its parents) if missing. ``durable=False`` skips every fsync.
@@ -216,7 +216,7 @@ class LocalStore:
         _check_key(key)
         if not (mode in ("create", "overwrite") or isinstance(mode, UpdateVersion)):
             raise ValueError(f"unknown put mode {mode!r}")
-        body = bytes(body)  # a snapshot: the caller may reuse its buffer while we write
+        body = as_body(body)
         etag = await anyio.to_thread.run_sync(self._put_sync, key, body, mode)
         return PutResult(etag=etag)
 
@@ -235,20 +235,6 @@ class LocalStore:
     async def delete(self, key: str) -> None:
         _check_key(key)
         await anyio.to_thread.run_sync(self._delete_sync, key)
-
-    async def aclose(self) -> None:
-        """Nothing to release: every operation opens and closes its own files."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- blocking parts: each runs whole in one worker thread -----------------------------
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from itertools import count
-from types import TracebackType
-from typing import Self
 
 import anyio.lowlevel
 
@@ -16,7 +14,9 @@ from slate_epoch._store import (
     ObjectMeta,
     PutMode,
     PutResult,
+    StoreBase,
     UpdateVersion,
+    as_body,
     validate_key,
     validate_prefix,
 )
@@ -24,7 +24,7 @@ from slate_epoch._store import (
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(StoreBase):
     """Objects in a dict owned by this instance.
 
     Every operation is atomic: it checks and changes the dict under one lock and never awaits in
@@ -58,7 +58,7 @@ class MemoryStore:
 
     async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
         validate_key(key)
-        body = bytes(body)
+        body = as_body(body)
         await anyio.lowlevel.checkpoint()
         with self._lock:
             current = self._objects.get(key)
@@ -96,17 +96,3 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         with self._lock:
             self._objects.pop(key, None)
-
-    async def aclose(self) -> None:
-        """Nothing to release; the objects stay readable."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

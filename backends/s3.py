@@ -22,7 +22,6 @@ import re
 import socket
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -54,13 +53,16 @@ from slate_epoch._errors import (
     StoreError,
     StoreUnreachableError,
     TransientStoreError,
+    UnsupportedStoreError,
 )
 from slate_epoch._store import (
     GetResult,
     ObjectMeta,
     PutMode,
     PutResult,
+    StoreBase,
     UpdateVersion,
+    as_body,
     validate_key,
     validate_prefix,
 )
@@ -111,6 +113,9 @@ _ACCESS_CODES = frozenset(
         "TokenRefreshRequired",
     }
 )
+# The server does not implement what the request asked for (a conditional header, most often):
+# permanent, and the protocol cannot run on such a store.
+_UNSUPPORTED_CODES = frozenset({"NotImplemented"})
 _TRANSIENT_CODES = frozenset(
     {
         "InternalError",
@@ -160,6 +165,15 @@ def _client_error(op: _Op, key: str, exc: Any) -> StoreError | None:
     elif code in _ACCESS_CODES or status == 403:
         hint = " (without s3:ListBucket, S3 answers 403 for a missing key)" if op == "head" else ""
         return AccessDeniedError(f"{what}: credentials missing, wrong or not allowed{hint}")
+    elif code in _UNSUPPORTED_CODES or status == 501:
+        feature = {
+            "create": "conditional create (If-None-Match: *)",
+            "update": "conditional update (If-Match)",
+        }.get(op, "this request")
+        return UnsupportedStoreError(
+            f"{what}: the server does not implement {feature}; slate-epoch needs a store that "
+            "enforces conditional writes"
+        )
     elif code in _TRANSIENT_CODES or status == 429 or status >= 500:
         return TransientStoreError(f"{what}: outcome unknown, after the client's retries")
     return StoreError(what)
@@ -184,6 +198,13 @@ def _map_errors(op: _Op, key: str, endpoint: str) -> Iterator[None]:
     except (HTTPClientError, IncompleteReadError, ChecksumError, FlexibleChecksumError) as exc:
         # read timeout, connection closed or reset, a body cut short: outcome unknown
         raise TransientStoreError(f"S3 {op} {key!r}: {type(exc).__name__}: {exc}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Raised by aiohttp itself while a response body streams in (botocore only wraps the
+        # request): a body cut short (ClientPayloadError), the server hanging up mid-body, a
+        # read timeout. The request arrived; its outcome is unknown.
+        raise TransientStoreError(
+            f"S3 {op} {key!r}: the response broke off: {type(exc).__name__}: {exc}"
+        ) from exc
     except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
         raise AccessDeniedError(
             f"S3 {op} {key!r}: no usable credentials in the AWS credential chain: {exc}"
@@ -321,7 +342,7 @@ def _parse_query(query: str) -> dict[str, Any]:
 # --- the store ------------------------------------------------------------------------------------
 
 
-class S3Store:
+class S3Store(StoreBase):
     """Objects in one S3 bucket, optionally under a key prefix.
 
     ``prefix`` (``"a/b"``) is joined to every key with ``/`` and stripped from listed keys.
@@ -460,14 +481,6 @@ class S3Store:
             with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 await stack.aclose()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     # --- operations ---
 
     async def get(self, key: str) -> GetResult:
@@ -490,7 +503,7 @@ class S3Store:
 
     async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
         full_key = self._full_key(key)
-        body = bytes(body)
+        body = as_body(body)
         op: _Op
         conditions: dict[str, str] = {}
         if mode == "create":

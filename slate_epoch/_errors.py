@@ -7,6 +7,7 @@
     │   ├── PreconditionError           stop: an update-by-etag found another version, or none
     │   ├── BucketNotFoundError         stop: the bucket the store names does not exist
     │   ├── AccessDeniedError           stop: credentials missing, wrong, or not allowed
+    │   ├── UnsupportedStoreError       stop: the store does not enforce what the protocol needs
     │   └── TransientStoreError         RETRY: timeout, 5xx, dropped connection - outcome unknown
     │       └── StoreUnreachableError   RETRY: no connection to the endpoint, after bounded retries
     ├── InvalidKeyError (ValueError)    stop: a key the stores cannot hold; raised before any I/O
@@ -49,6 +50,7 @@ __all__ = [
     "StoreUnreachableError",
     "TransientStoreError",
     "UnsupportedFormatError",
+    "UnsupportedStoreError",
     "WalCorruptError",
     "WalError",
     "WalTrimmedError",
@@ -88,6 +90,12 @@ class BucketNotFoundError(StoreError):
 class AccessDeniedError(StoreError):
     """The store refused the credentials or the operation: none found in the credential chain,
     an unknown key id, a wrong secret, an expired token, or a policy that denies it (HTTP 403)."""
+
+
+class UnsupportedStoreError(StoreError):
+    """The store does not provide what the protocol needs: it answered that it does not
+    implement a conditional write (HTTP 501), or it did not enforce one. Permanent: no retry
+    helps; use a store that enforces create-if-absent and update-by-etag."""
 
 
 class StoreUnreachableError(TransientStoreError):

@@ -21,7 +21,9 @@ __all__ = [
     "ObjectStore",
     "PutMode",
     "PutResult",
+    "StoreBase",
     "UpdateVersion",
+    "as_body",
     "listing",
     "validate_key",
     "validate_prefix",
@@ -89,6 +91,42 @@ class ObjectStore(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class StoreBase:
+    """What every store shares: ``async with store:`` opens it, ``aclose()`` closes it.
+
+    A store that holds nothing to release (memory, local) uses both as they are; one that owns a
+    client opens it in ``__aenter__`` and releases it in ``aclose`` (idempotent, and done even
+    while the caller is being cancelled).
+    """
+
+    async def aclose(self) -> None:
+        """Release what the store holds; nothing, here."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def as_body(body: object) -> bytes:
+    """``body`` as ``bytes``, if it is bytes-like (``bytes``, ``bytearray``, ``memoryview``);
+    anything else is a ``TypeError`` (``bytes(3)`` would silently make three zero bytes)."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)  # a snapshot: the caller may reuse its buffer while we write
+    raise TypeError(
+        f"an object's body must be bytes-like (bytes, bytearray, memoryview), "
+        f"not {type(body).__name__}"
+    )
 
 
 _FORBIDDEN_CHARS = ("\\", "\x00")

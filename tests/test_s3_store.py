@@ -32,6 +32,7 @@ from slate_epoch import (
     StoreError,
     StoreUnreachableError,
     TransientStoreError,
+    UnsupportedStoreError,
     UpdateVersion,
     claim_epoch,
     open_store,
@@ -592,6 +593,48 @@ async def test_a_server_that_never_answers_times_out_as_transient() -> None:
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="Timeout"):
             await store.get("k")
+
+
+async def test_a_body_cut_short_is_transient() -> None:
+    """FAKE SERVER: a GET answered with Content-Length 100 and only 10 bytes, then a close."""
+
+    async def cut_short(stream: SocketStream) -> None:
+        async with stream:
+            await _read_request(stream)
+            head = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\nETag: "abc"\r\n\r\n'
+            await stream.send(head + b"SLEM012345")
+
+    async with (
+        _serve(cut_short) as endpoint,
+        S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
+    ):
+        with anyio.fail_after(30), pytest.raises(TransientStoreError, match="broke off"):
+            await store.get("r/manifest/00000000000000000001.manifest")
+
+
+async def test_a_server_that_does_not_implement_conditional_writes_is_unsupported() -> None:
+    """FAKE SERVER: every request is answered 501 NotImplemented, as a server without
+    conditional writes answers If-None-Match. Permanent: one request, never retried, and a
+    claim stops at once with the reason instead of timing out."""
+    body = b"<Error><Code>NotImplemented</Code><Message>not implemented</Message></Error>"
+    seen: list[int] = []
+
+    async def not_implemented(stream: SocketStream) -> None:
+        async with stream:
+            await _read_request(stream)
+            seen.append(1)
+            head = f"HTTP/1.1 501 Not Implemented\r\nContent-Length: {len(body)}\r\n"
+            await stream.send(head.encode() + b"Connection: close\r\n\r\n" + body)
+
+    async with (
+        _serve(not_implemented) as endpoint,
+        S3Store("bucket", endpoint_url=endpoint, max_attempts=3) as store,
+    ):
+        with anyio.fail_after(30), pytest.raises(UnsupportedStoreError, match="If-None-Match"):
+            await store.put("k", b"x", mode="create")
+        assert len(seen) == 1
+        with anyio.fail_after(30), pytest.raises(UnsupportedStoreError):
+            await claim_epoch(store, "r", timeout=20)
 
 
 # --- claims through S3 ----------------------------------------------------------------------------

@@ -218,6 +218,27 @@ async def test_unknown_put_mode_is_refused_and_writes_nothing(store: ObjectStore
     assert await list_all(store) == []
 
 
+@pytest.mark.parametrize("body", [4, "text", None, [1, 2], 3.0])
+async def test_a_body_that_is_not_bytes_like_is_refused_and_writes_nothing(
+    store: ObjectStore, body: object
+) -> None:
+    for mode in ("overwrite", "create"):
+        with pytest.raises(TypeError, match="bytes-like"):
+            await store.put("k", body, mode=mode)  # type: ignore[arg-type]
+    assert await list_all(store) == []
+
+
+async def test_bytearray_and_memoryview_bodies_are_stored_as_their_bytes(
+    store: ObjectStore,
+) -> None:
+    buffer = bytearray(b"one")
+    await store.put("a", buffer)
+    buffer[:] = b"xxx"  # the store took a snapshot
+    await store.put("b", memoryview(b"two"))
+    assert (await store.get("a")).body == b"one"
+    assert (await store.get("b")).body == b"two"
+
+
 # -- delete --------------------------------------------------------------------------------
 
 
