@@ -56,6 +56,7 @@ from slate_epoch._errors import (
     TransientStoreError,
 )
 from slate_epoch._store import (
+    Body,
     GetResult,
     ObjectMeta,
     PutMode,
@@ -212,7 +213,7 @@ class LocalStore(StoreBase):
         _check_key(key)
         return await anyio.to_thread.run_sync(self._head_sync, key)
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
         _check_key(key)
         if not (mode in ("create", "overwrite") or isinstance(mode, UpdateVersion)):
             raise ValueError(f"unknown put mode {mode!r}")

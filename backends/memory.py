@@ -10,6 +10,7 @@ import anyio.lowlevel
 
 from slate_epoch._errors import AlreadyExistsError, NotFoundError, PreconditionError
 from slate_epoch._store import (
+    Body,
     GetResult,
     ObjectMeta,
     PutMode,
@@ -56,7 +57,7 @@ class MemoryStore(StoreBase):
             raise NotFoundError(key) from None
         return ObjectMeta(key=key, size=len(body), etag=etag)
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
         validate_key(key)
         body = as_body(body)
         await anyio.lowlevel.checkpoint()

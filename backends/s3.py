@@ -56,6 +56,7 @@ from slate_epoch._errors import (
     UnsupportedStoreError,
 )
 from slate_epoch._store import (
+    Body,
     GetResult,
     ObjectMeta,
     PutMode,
@@ -501,7 +502,7 @@ class S3Store(StoreBase):
             key=key, size=int(response["ContentLength"]), etag=_etag(response.get("ETag"))
         )
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
         full_key = self._full_key(key)
         body = as_body(body)
         op: _Op

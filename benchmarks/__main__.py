@@ -196,10 +196,10 @@ def _progress(total: int) -> Iterator[Callable[[str | None], None]]:
 
 
 def _start_s3(stack: ExitStack, workdir: Path, notes: list[str]) -> str | None:
-    """Start the tests' moto server (tests/s3_server.py) if S3Store imports; else a note."""
+    """Start a moto server (slate_epoch.testing.servers) if S3Store imports; else a note."""
     try:
         import slate_epoch.backends.s3  # noqa: F401
-        from tests.s3_server import TEST_ENVIRONMENT, UNSET_ENVIRONMENT, MotoServer
+        from slate_epoch.testing.servers import TEST_ENVIRONMENT, UNSET_ENVIRONMENT, MotoServer
     except ImportError as exc:
         notes.append(f"S3 skipped: the S3 backend is not importable ({exc})")
         return None

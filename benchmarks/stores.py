@@ -28,6 +28,7 @@ import anyio.to_thread
 
 from slate_epoch import (
     AlreadyExistsError,
+    Body,
     GetResult,
     Manifest,
     ManifestStore,
@@ -117,7 +118,7 @@ class Alias(_Forwarding):
     async def head(self, key: str) -> ObjectMeta:
         return await self.inner.head(key)
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
         return await self.inner.put(key, body, mode=mode)
 
     def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
@@ -152,11 +153,11 @@ class CountingStore(_Forwarding):
             self.calls.append(Call("head", key))
         return await self.inner.head(key)
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
         kind = _put_kind(mode)
         self.counts[kind] += 1
         if self._record:
-            self.calls.append(Call("put", key, body=body, mode=mode))
+            self.calls.append(Call("put", key, body=bytes(body), mode=mode))
         try:
             return await self.inner.put(key, body, mode=mode)
         except AlreadyExistsError:
@@ -238,7 +239,7 @@ async def open_backend(
         store = LocalStore(path, durable=kind == "local")
     elif kind == "s3":
         from slate_epoch.backends.s3 import S3Store
-        from tests.s3_server import create_bucket
+        from slate_epoch.testing.servers import create_bucket
 
         if env.s3_endpoint is None:
             raise RuntimeError("the S3 backend needs --s3 (a moto server)")

@@ -32,7 +32,7 @@ from ._gc import GarbageReport, collect_garbage
 from ._manifest import Manifest, ManifestStore, RoleClaim
 from ._open import open_store
 from ._retry import Backoff
-from ._store import GetResult, ObjectMeta, ObjectStore, PutMode, PutResult, UpdateVersion
+from ._store import Body, GetResult, ObjectMeta, ObjectStore, PutMode, PutResult, UpdateVersion
 from ._wal import WalEntry, WalWriter, read_wal
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
     "Backoff",
+    "Body",
     "BucketNotFoundError",
     "ClaimTimeoutError",
     "EpochHandle",

@@ -67,10 +67,20 @@ from ._errors import (
 from ._gc import GarbageReport, collect_garbage
 from ._manifest import Manifest, RoleClaim, decode, encode
 from ._retry import Backoff
-from ._store import GetResult, ObjectMeta, PutMode, PutResult, UpdateVersion, listing, validate_key
+from ._store import (
+    Body,
+    GetResult,
+    ObjectMeta,
+    PutMode,
+    PutResult,
+    UpdateVersion,
+    as_body,
+    listing,
+    validate_key,
+)
 from ._wal import WalWriter, decode_entry, encode_entry, read_wal
 from .backends.memory import MemoryStore
-from .testing import FaultyStore
+from .testing._faulty import FaultyStore
 
 if TYPE_CHECKING:
     import trio
@@ -1108,7 +1118,8 @@ class _Wire:
             self.world.history.observe(manifest_id, None, meta.etag, seq)
         return meta
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
+        body = as_body(body)
         await self._travel()
         if mode == "create" and self.late_rate and self.rng.random() < self.late_rate:
             self.late += 1
@@ -1118,7 +1129,7 @@ class _Wire:
             delay = self.rng.uniform(0.0, 1.0)
             op = _current_op()
             self._call("create", key, "late", body)
-            self.world.nursery.start_soon(self._deliver_late, key, bytes(body), op, delay)
+            self.world.nursery.start_soon(self._deliver_late, key, body, op, delay)
             raise TransientStoreError(f"simulated timeout on create {key!r} (still in flight)")
         return await self._put(key, body, mode, _current_op())
 

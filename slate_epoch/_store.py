@@ -16,6 +16,7 @@ import msgspec
 from ._errors import InvalidKeyError
 
 __all__ = [
+    "Body",
     "GetResult",
     "ObjectMeta",
     "ObjectStore",
@@ -37,6 +38,8 @@ class UpdateVersion(msgspec.Struct, frozen=True):
 
 
 PutMode: TypeAlias = Literal["create", "overwrite"] | UpdateVersion
+# What a put takes: any bytes-like object (stores keep a snapshot of it as ``bytes``).
+Body: TypeAlias = bytes | bytearray | memoryview
 
 
 class GetResult(msgspec.Struct, frozen=True):
@@ -72,7 +75,7 @@ class ObjectStore(Protocol):
 
     async def head(self, key: str) -> ObjectMeta: ...
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult: ...
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult: ...
 
     def list(self, prefix: str, *, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
         """Keys under ``prefix`` in ascending order, only those after ``start_after``.

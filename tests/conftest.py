@@ -1,8 +1,8 @@
 """Shared fixtures: every behaviour test runs on every backend, under asyncio and trio.
 
-S3 runs against a moto server that the session starts (tests/s3_server.py), under asyncio only:
-aiobotocore needs asyncio, so the (s3, trio) combinations are deselected, and test_s3_store.py
-checks that S3Store refuses trio with a clear error.
+S3 runs against a moto server that the session starts (slate_epoch.testing.servers), under
+asyncio only: aiobotocore needs asyncio, so the (s3, trio) combinations are deselected, and
+test_s3_store.py checks that S3Store refuses trio with a clear error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ import pytest
 
 from slate_epoch import ObjectStore
 from slate_epoch.backends.memory import MemoryStore
-from tests.s3_server import TEST_ENVIRONMENT, UNSET_ENVIRONMENT, MotoServer, create_bucket
+from slate_epoch.testing.servers import (
+    TEST_ENVIRONMENT,
+    UNSET_ENVIRONMENT,
+    MotoServer,
+    create_bucket,
+)
 
 BACKENDS = ["memory", "local", "s3"]
 

@@ -19,7 +19,7 @@ from slate_epoch import (
     PutResult,
     TransientStoreError,
 )
-from slate_epoch._store import listing
+from slate_epoch._store import Body, listing
 
 Hook = Callable[[], Awaitable[object]]
 
@@ -64,7 +64,7 @@ class Interposer:
                 return rule
         return None
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
         rule = self._take(key) if mode == "create" else None
         if mode == "create":
             self.creates += 1

@@ -38,7 +38,7 @@ from slate_epoch import (
 )
 from slate_epoch import cli as cli_module
 from slate_epoch.backends.local import LocalStore
-from tests.s3_server import TEST_ENVIRONMENT, UNSET_ENVIRONMENT, create_bucket
+from slate_epoch.testing.servers import TEST_ENVIRONMENT, UNSET_ENVIRONMENT, create_bucket
 
 RUN_TIMEOUT = 60.0  # per command; S3 ones import aiobotocore
 FIRST_MANIFEST = f"manifest/{1:020d}.manifest"

@@ -38,7 +38,7 @@ from slate_epoch import (
     open_store,
 )
 from slate_epoch.backends.s3 import S3Store
-from tests.s3_server import MotoServer, create_bucket
+from slate_epoch.testing.servers import MotoServer, create_bucket
 
 # Dummy credentials for every test here, including those that never reach moto.
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_test_environment")]

@@ -1,31 +1,32 @@
-"""A real S3 server for the tests: moto's, in a subprocess, on 127.0.0.1.
+"""A real S3 server for tests: moto's, in a child process, on 127.0.0.1.
 
-``MotoServer`` (used by the session fixture in conftest.py) starts ``python -m tests.s3_server``
-from the repository root. The child binds port 0 (so no free-port race), writes the
-port it got to a file once it listens, and serves moto's WSGI app until it is terminated.
+``MotoServer`` starts ``python -m slate_epoch.testing.servers.moto``: the child binds port 0 (so
+no free-port race), writes the port it got to a file once it listens, and serves moto's WSGI app
+until it is terminated. Needs ``moto[server]`` (the ``dev`` extra).
 
 moto checks a condition (``If-None-Match``, ``If-Match``) and then writes without holding a
 lock: under thread switching two creates of one key can both win. ``_OneAtATime`` serves one
-request at a time, so the tests exercise our code and not moto's race.
+request at a time, so the tests exercise our code and not moto's race. It reads each request's
+body before taking the lock, so a client paused in the middle of a request (SIGSTOP) does not
+stall every other client, which no real S3 does.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import io
 import os
-import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-START_TIMEOUT = 60.0  # importing moto on a busy 2-core machine takes a few seconds
-STOP_TIMEOUT = 10.0
+from ._process import ServerProcess
+
+__all__ = ["TEST_ENVIRONMENT", "UNSET_ENVIRONMENT", "MotoServer", "create_bucket"]
 
 # Dummy credentials: the AWS chain finds these; nothing ever talks to real AWS.
 TEST_ENVIRONMENT = {
@@ -53,65 +54,28 @@ UNSET_ENVIRONMENT = (
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class MotoServer:
+class MotoServer(ServerProcess):
     """A moto S3 server process; ``with MotoServer(tmp) as server: server.endpoint_url``.
 
-    ``environment`` is added to the child's environment (e.g. moto settings).
+    ``environment`` is added to the child's environment (e.g. moto settings); the dummy
+    credentials of ``TEST_ENVIRONMENT`` always are.
     """
 
-    def __init__(self, workdir: Path, environment: Mapping[str, str] | None = None) -> None:
-        self._workdir = workdir
-        self._environment = dict(environment or {})
-        self._process: subprocess.Popen[bytes] | None = None
-        self.endpoint_url = ""
+    name = "moto S3 server"
 
-    def start(self) -> None:
-        self._workdir.mkdir(parents=True, exist_ok=True)
-        port_file = self._workdir / "port"
-        log_file = self._workdir / "server.log"
-        port_file.unlink(missing_ok=True)
-        env = {**os.environ, **TEST_ENVIRONMENT, **self._environment}
-        with log_file.open("wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "tests.s3_server", "--port-file", str(port_file)],
-                cwd=Path(__file__).parent.parent,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not port_file.exists():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                log_tail = log_file.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"moto S3 server did not start; its log:\n{log_tail}")
-            time.sleep(0.05)
-        self.endpoint_url = f"http://127.0.0.1:{int(port_file.read_text())}"
+    @property
+    def _port_file(self) -> Path:
+        return self.workdir / "port"
 
-    def stop(self) -> None:
-        """Terminate by PID, wait a bounded time, kill if it lingers."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+    def command(self) -> Sequence[str]:
+        self._port_file.unlink(missing_ok=True)
+        self.environment = {**TEST_ENVIRONMENT, **self.environment}
+        return [sys.executable, "-m", __name__, "--port-file", str(self._port_file)]
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def ready(self) -> str | None:
+        if not self._port_file.exists():
+            return None
+        return f"http://127.0.0.1:{int(self._port_file.read_text())}"
 
 
 async def create_bucket(endpoint_url: str) -> str:
@@ -134,13 +98,17 @@ def _admin_session() -> Any:
 
 
 class _OneAtATime:
-    """WSGI middleware: one request at a time, response body included."""
+    """WSGI middleware: one request at a time, response body included. The request body is
+    read before the lock is taken: a client that stalls mid-request holds up nobody else."""
 
     def __init__(self, app: WSGIApp) -> None:
         self._app = app
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)
         with self._lock:
             result = self._app(environ, start_response)
             try:
@@ -178,6 +146,6 @@ def _serve(port_file: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description="moto's S3 server, one request at a time")
     parser.add_argument("--port-file", type=Path, required=True)
     _serve(parser.parse_args().port_file)

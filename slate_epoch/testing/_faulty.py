@@ -1,20 +1,4 @@
-"""Tools for testing code built on slate-epoch: a store that misbehaves on purpose.
-
-``FaultyStore`` wraps any ``ObjectStore`` and injects what real networks do: a *lost response*
-(the operation happens, then the caller gets ``TransientStoreError``), an *error* (the caller
-gets ``TransientStoreError`` and nothing happens), and latency. Random faults come from one
-seeded RNG, so a seed replays the same faults in the same order; ``script`` queues exact faults
-for scenario tests::
-
-    store = FaultyStore(MemoryStore(), seed=1)
-    store.script("lost", op="create", prefix="manifest/")   # the next manifest create lands,
-    handle = await claim_epoch(store)                        # but its response is lost
-    assert store.counts["lost"] == 1 and handle.epoch == 1
-
-The deterministic simulation of the protocol lives here too (it needs trio): ``simulate(seed)``
-runs one seed and checks its history (``SimulationReport``, ``check_history``), and
-``python -m slate_epoch.testing replay --seed N`` replays one, printing its history.
-"""
+"""``FaultyStore``: a store that misbehaves on purpose (see ``slate_epoch.testing``)."""
 
 from __future__ import annotations
 
@@ -23,12 +7,13 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeAlias
+from typing import Final, Literal, Self, TypeAlias
 
 import anyio
 
-from ._errors import TransientStoreError
-from ._store import (
+from .._errors import TransientStoreError
+from .._store import (
+    Body,
     GetResult,
     ObjectMeta,
     ObjectStore,
@@ -38,40 +23,7 @@ from ._store import (
     listing,
 )
 
-if TYPE_CHECKING:
-    from ._simulation import (
-        History,
-        SimulationConfig,
-        SimulationReport,
-        Violation,
-        check_history,
-        simulate,
-    )
-
-__all__ = [
-    "FaultAction",
-    "FaultyStore",
-    "History",
-    "Operation",
-    "SimulationConfig",
-    "SimulationReport",
-    "Violation",
-    "check_history",
-    "simulate",
-]
-
-_SIMULATION_NAMES: Final = frozenset(
-    {"History", "SimulationConfig", "SimulationReport", "Violation", "check_history", "simulate"}
-)
-
-
-def __getattr__(name: str) -> Any:
-    """The simulation's names, imported on first use: importing this module needs no trio."""
-    if name in _SIMULATION_NAMES:
-        from . import _simulation
-
-        return getattr(_simulation, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["OPERATIONS", "FaultAction", "FaultyStore", "Operation"]
 
 
 Operation: TypeAlias = Literal["get", "head", "put", "list", "delete"]
@@ -208,7 +160,7 @@ class FaultyStore:
             raise self._lost("head", key)
         return result
 
-    async def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> PutResult:
+    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
         mode_name = "update" if isinstance(mode, UpdateVersion) else mode
         fault = await self._before("put", key, mode_name)
         result = await self.inner.put(key, body, mode=mode)
@@ -246,9 +198,3 @@ class FaultyStore:
         tb: TracebackType | None,
     ) -> None:
         await self.inner.__aexit__(exc_type, exc, tb)
-
-
-if __name__ == "__main__":
-    from slate_epoch._simulation import main
-
-    raise SystemExit(main())
