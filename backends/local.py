@@ -42,6 +42,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import anyio.from_thread
 import anyio.to_thread
@@ -67,6 +68,7 @@ from slate_epoch._store import (
     validate_key,
     validate_prefix,
 )
+from slate_epoch._url import parse_store_url
 
 __all__ = ["LocalStore"]
 
@@ -191,6 +193,22 @@ class LocalStore(StoreBase):
                     _fsync_dir(parent)
         except OSError as exc:
             raise _translate(exc, f"cannot set up the store folder {self._root!r}") from exc
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> LocalStore:
+        """``file:///absolute/folder`` (or ``file://localhost/...``); ``options`` are keyword
+        arguments of ``LocalStore`` (e.g. ``durable=False``). The URL takes no query."""
+        parsed = parse_store_url(url)
+        if parsed.scheme != "file":
+            raise ValueError("not a file:// URL")
+        if parsed.location not in ("", "localhost"):
+            raise ValueError(
+                "file URL must be file:///absolute/path (no host, no relative path), "
+                f"got host {parsed.location!r}"
+            )
+        if not parsed.path:
+            raise ValueError("file URL must name an absolute folder other than '/'")
+        return cls("/" + parsed.path, **options)
 
     @property
     def root(self) -> Path:

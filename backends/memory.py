@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from itertools import count
+from typing import Any
 
 import anyio.lowlevel
 
@@ -21,6 +22,7 @@ from slate_epoch._store import (
     validate_key,
     validate_prefix,
 )
+from slate_epoch._url import parse_store_url
 
 __all__ = ["MemoryStore"]
 
@@ -33,6 +35,16 @@ class MemoryStore(StoreBase):
     checkpoint, so concurrent tasks interleave between operations as they would over a network.
     Etags are unique per instance: an object rewritten with the same bytes gets a new etag.
     """
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryStore:
+        """``memory://``: a fresh, empty store (no location, no options)."""
+        parsed = parse_store_url(url)
+        if parsed.scheme != "memory":
+            raise ValueError("not a memory:// URL")
+        if parsed.location or parsed.path or options:
+            raise ValueError("memory:// takes no location or options")
+        return cls()
 
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, str]] = {}

@@ -23,7 +23,7 @@ import socket
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any, Literal, Self, TypeAlias, get_args
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -67,6 +67,7 @@ from slate_epoch._store import (
     validate_key,
     validate_prefix,
 )
+from slate_epoch._url import parse_store_url
 
 __all__ = ["S3Store"]
 
@@ -247,7 +248,6 @@ def _require_asyncio() -> None:
 # --- arguments and URLs ---------------------------------------------------------------------------
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_SECRET_WORDS = ("key", "secret", "token", "password", "credential", "signature")
 _URL_OPTIONS: dict[str, type] = {
     "endpoint_url": str,
     "region": str,
@@ -308,38 +308,6 @@ def _at_least_one(name: str, value: int) -> int:
     return value
 
 
-def _parse_query(query: str) -> dict[str, Any]:
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise ValueError("malformed query string in s3:// URL") from None
-    names = [name for name, _ in pairs]
-    secrets = sorted({n for n in names if any(w in n.lower() for w in _SECRET_WORDS)})
-    if secrets:  # never echo the URL or a value: it holds a secret
-        raise ValueError(
-            f"s3:// URL carries credentials ({', '.join(secrets)}); refusing it. Credentials "
-            "come from the AWS credential chain: environment, config files, profiles, roles"
-        )
-    unknown = sorted(set(names) - set(_URL_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) in s3:// URL: {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_URL_OPTIONS))}"
-        )
-    options: dict[str, Any] = {}
-    for name, raw in pairs:
-        if name in options:
-            raise ValueError(f"option {name} given twice in s3:// URL")
-        convert = _URL_OPTIONS[name]
-        try:
-            options[name] = convert(raw)
-        except ValueError:
-            raise ValueError(
-                f"option {name} in s3:// URL must be {convert.__name__}, got {raw!r}"
-            ) from None
-    return options
-
-
 # --- the store ------------------------------------------------------------------------------------
 
 
@@ -392,30 +360,23 @@ class S3Store(StoreBase):
     def from_url(cls, url: str, **options: Any) -> S3Store:
         """``s3://bucket[/prefix][?endpoint_url=...&region=...]``; ``options`` are keyword
         arguments of ``S3Store`` not given in the URL. A URL carrying credentials is refused."""
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, not {type(url).__name__}")
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "s3":
+        parsed = parse_store_url(
+            url,
+            options=_URL_OPTIONS,
+            credentials_from="the AWS credential chain: environment, config files, profiles, roles",
+        )
+        if parsed.scheme != "s3":
             raise ValueError("not an s3:// URL")
-        if "@" in parts.netloc:  # never echo it: it holds a secret
-            raise ValueError(
-                "s3:// URL carries credentials (user info before '@'); refusing it. Credentials "
-                "come from the AWS credential chain: environment, config files, profiles, roles"
-            )
-        if parts.fragment:
-            raise ValueError("s3:// URL takes no fragment")
-        if not parts.netloc:
+        if not parsed.location:
             raise ValueError("s3:// URL names no bucket: expected s3://bucket[/prefix]")
-        if ":" in parts.netloc:
+        if ":" in parsed.location:
             raise ValueError(
                 "s3:// URL takes no port; give the server as ?endpoint_url=http://host:port"
             )
-        url_options = _parse_query(parts.query)
-        both = sorted(set(url_options) & set(options))
+        both = sorted(set(parsed.options) & set(options))
         if both:
             raise ValueError(f"option(s) given both in the URL and as arguments: {both}")
-        prefix = unquote(parts.path).strip("/")
-        return cls(parts.netloc, prefix, **url_options, **options)
+        return cls(parsed.location, parsed.path, **parsed.options, **options)
 
     def __repr__(self) -> str:
         where = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""

@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._gc import GarbageReport, collect_garbage
 from ._manifest import Manifest, ManifestStore, RoleClaim
-from ._open import open_store
+from ._open import open_store, register_backend
 from ._retry import Backoff
 from ._store import Body, GetResult, ObjectMeta, ObjectStore, PutMode, PutResult, UpdateVersion
 from ._wal import WalEntry, WalWriter, read_wal
@@ -79,4 +79,5 @@ __all__ = [
     "collect_garbage",
     "open_store",
     "read_wal",
+    "register_backend",
 ]
