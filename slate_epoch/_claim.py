@@ -24,6 +24,7 @@ id (a stale writer recreating it) is in nobody's history, and the newest version
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -69,6 +70,8 @@ async def claim_epoch(
     times. ``owner`` (default ``host:pid``) is recorded for operators.
     """
     _check_role(role)
+    if owner is not None and not isinstance(owner, str):
+        raise TypeError(f"owner must be a str, not {type(owner).__name__}")
     if max_conflicts is not None and max_conflicts < 0:
         raise ValueError(f"max_conflicts must be >= 0, got {max_conflicts}")
     manifests = ManifestStore(store, root)
@@ -143,6 +146,11 @@ class EpochHandle:
         self._timeout = timeout
         self._backoff = backoff
         self._fenced_by: int | None = None
+        # One write of this handle at a time (update, mark_replayed, fence_wal): a write whose
+        # response was lost is settled before the next one starts, so the newest version always
+        # tells whether it landed. The handle's one log writer, once fence_wal made it.
+        self._write_lock = anyio.Lock()
+        self._log: WalWriter | None = None
         self.manifest_id = manifest_id
         self.manifest = manifest
 
@@ -188,55 +196,95 @@ class EpochHandle:
         """Write ``mutate(newest manifest)`` as the next version, exactly once, and return it.
 
         On a conflict with another role's write, re-reads and applies ``mutate`` again on top;
-        ``FencedError`` once a newer epoch holds this role (nothing is written). A mutate that
-        changes any role's epoch or claim id is a ``ValueError``.
+        ``FencedError`` once a newer epoch holds this role (nothing is written). Updates of one
+        handle run one at a time, in the order called (each waits for the previous one, within
+        its own timeout). A mutate that changes any role's epoch or claim id, or the replay
+        point (which only ``mark_replayed`` moves), is a ``ValueError``; one that returns a
+        manifest of the wrong types (``state`` not bytes, ...) is a ``TypeError``: nothing is
+        written either way.
         """
         self._raise_if_fenced()
 
         async def write(retrier: Retrier) -> Manifest:
-            while True:
-                base_id, base = self.manifest_id, self.manifest
-                candidate = mutate(base)
-                if not isinstance(candidate, Manifest):
-                    raise TypeError(f"mutate must return a Manifest, not {type(candidate)}")
-                if candidate.roles != base.roles:
-                    raise ValueError("mutate must not change any role's epoch or claim id")
-                candidate = candidate.with_write(self.role, new_id())
-                landed, newest = await _create(
-                    self._manifests, base_id + 1, candidate, self.role, retrier
-                )
-                if newest is not None:  # a conflict: still ours? (FencedError if not)
-                    try:
-                        self._accept(*newest)
-                    except FencedError:
-                        if not landed:
-                            raise
-                        # Our write landed before the newer claim: it is in the history, so the
-                        # update succeeded; every later call raises FencedError.
-                        self.manifest_id, self.manifest = base_id + 1, candidate
-                if landed:
-                    if newest is None:
-                        self.manifest_id, self.manifest = base_id + 1, candidate
-                    return candidate
-                await retrier.pause()  # then apply mutate again, on top of the newest
+            async with self._write_lock:
+                return await self._write(mutate, retrier, moves_replay_point=False)
 
         return await self._with_deadline("update", timeout, write)
+
+    async def _write(
+        self,
+        mutate: Callable[[Manifest], Manifest],
+        retrier: Retrier,
+        *,
+        moves_replay_point: bool,
+    ) -> Manifest:
+        """``update``'s loop; the caller holds ``_write_lock``."""
+        self._raise_if_fenced()  # a write queued behind one that found us fenced
+        while True:
+            base_id, base = self.manifest_id, self.manifest
+            candidate = mutate(base)
+            if not isinstance(candidate, Manifest):
+                raise TypeError(f"mutate must return a Manifest, not {type(candidate).__name__}")
+            if candidate.roles != base.roles:
+                raise ValueError("mutate must not change any role's epoch or claim id")
+            if candidate.replay_after != base.replay_after and not moves_replay_point:
+                raise ValueError(
+                    f"mutate must not change the replay point ({base.replay_after} -> "
+                    f"{candidate.replay_after!r}): only mark_replayed moves it"
+                )
+            candidate = candidate.with_write(self.role, new_id())
+            landed, newest = await _create(
+                self._manifests, base_id + 1, candidate, self.role, retrier, base=base
+            )
+            if newest is not None:  # a conflict: still ours? (FencedError if not)
+                try:
+                    self._accept(*newest)
+                except FencedError:
+                    if not landed:
+                        raise
+                    # Our write landed before the newer claim: it is in the history, so the
+                    # update succeeded; every later call raises FencedError.
+            if landed:
+                self._adopt(base_id + 1, candidate)
+                return candidate
+            await retrier.pause()  # then apply mutate again, on top of the newest
 
     async def fence_wal(self, *, timeout: float | None = None) -> WalWriter:
         """Fence the write-ahead log (writer role): a zero-byte object at the first free log id
         above the replay point, so every older writer's next append fails. Returns the writer
-        that appends after the fence. ``FencedError`` if this handle is no longer the holder."""
+        that appends after the fence; a handle has one: a second call returns the same writer.
+        ``FencedError`` if this handle is no longer the holder (nothing is written)."""
         from ._wal import fence_wal
 
-        return await fence_wal(self, timeout)
+        self._raise_if_fenced()
+
+        async def fence(retrier: Retrier) -> WalWriter:
+            async with self._write_lock:
+                if self._log is None:
+                    self._log = await fence_wal(self, retrier)
+                return self._log
+
+        return await self._with_deadline("fence of the log", timeout, fence)
 
     async def mark_replayed(self, entry_id: int, *, timeout: float | None = None) -> Manifest:
         """Record, through a fenced ``update``, that the log is absorbed into the state up to
         ``entry_id``: entries at or below it may then be trimmed. ``ValueError`` past the last
         appended id, or below the current replay point."""
-        from ._wal import mark_replayed
+        from ._wal import replay_point_mover
 
-        return await mark_replayed(self, entry_id, timeout)
+        self._raise_if_fenced()
+
+        async def mark(retrier: Retrier) -> Manifest:
+            async with self._write_lock:
+                advance = await replay_point_mover(self, entry_id, retrier)
+                return await self._write(advance, retrier, moves_replay_point=True)
+
+        return await self._with_deadline("mark_replayed", timeout, mark)
+
+    def _adopt(self, manifest_id: int, manifest: Manifest) -> None:
+        """Remember a version of ours as the newest seen, unless a newer one is known."""
+        if manifest_id > self.manifest_id:
+            self.manifest_id, self.manifest = manifest_id, manifest
 
     def _accept(self, manifest_id: int, manifest: Manifest) -> None:
         """Adopt a newer manifest after checking it still names this handle's claim."""
@@ -255,8 +303,7 @@ class EpochHandle:
                 f"manifest {manifest_id}: epoch {self.epoch} of role {self.role!r} was claimed "
                 f"twice ({stored.claim_id} and {self.claim_id})"
             )
-        if manifest_id > self.manifest_id:
-            self.manifest_id, self.manifest = manifest_id, manifest
+        self._adopt(manifest_id, manifest)
 
     def _raise_if_fenced(self) -> None:
         if self._fenced_by is not None:
@@ -277,17 +324,23 @@ class EpochHandle:
 
 
 async def _create(
-    manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, retrier: Retrier
+    manifests: ManifestStore,
+    manifest_id: int,
+    manifest: Manifest,
+    role: str,
+    retrier: Retrier,
+    *,
+    base: Manifest | None = None,
 ) -> tuple[bool, tuple[int, Manifest] | None]:
     """Create ``manifest_id`` as ``role``'s holder. Returns whether our write is in the history,
     and, after a conflict, the newest version read to find out (None when the create simply
-    succeeded)."""
+    succeeded). ``base`` is the version an update was computed from (None for a claim)."""
     data = encode(manifest)  # once: every retry resends these exact bytes
     resent = False
     while True:
         retrier.attempts += 1
         try:
-            await manifests.write_bytes(manifest_id, data, manifest)
+            await manifests.write_bytes(manifest_id, data, manifest, resend=resent)
         except TransientStoreError as exc:  # step 4: it may have landed; ask again, same bytes
             retrier.failed(exc)
             # A lost response is the common case and costs nothing to settle: resend at once.
@@ -307,33 +360,59 @@ async def _create(
     assert claim is not None  # the caller writes as the role's holder
     if newest[1].carries(role, claim.claim_id, manifest.write_id):
         return True, newest
-    stored = newest[1].claim(role)
-    is_update = manifest.write_id != claim.claim_id
-    if is_update and stored is not None and stored.claim_id != claim.claim_id:
-        # An update, and a newer claim of the role has replaced its lineage since: the newest
-        # version can't tell whether our write landed before that claim, the id we wrote can.
-        return await _landed_at(manifests, manifest_id, manifest.write_id, retrier), newest
-    return False, newest
+    if base is None:
+        return False, newest  # a claim: a newer version that does not carry it is a rival's
+    before = base.claim(role)
+    assert before is not None
+    if newest[1].carries(role, claim.claim_id, before.last_write_id):
+        # The role's newest write is still the one ours was based on: nothing of this handle
+        # landed since, ours included (only this handle's writes change it, and they'd carry
+        # their own write id on). True whatever else was in flight.
+        return False, newest
+    # Something replaced the role's lineage: a newer claim, or (only if writes of one handle
+    # overlapped) another write of ours. The version we wrote, or the first one left above
+    # the retention boundary, can tell; if retention took both, nothing can.
+    return await _landed_at(manifests, manifest_id, manifest, role, retrier) is True, newest
+
+
+# How often a check of a landed write chases a boundary that moves while it reads.
+_LANDED_CHASES: Final = 8
 
 
 async def _landed_at(
-    manifests: ManifestStore, manifest_id: int, write_id: str, retrier: Retrier
-) -> bool:
-    """Whether the version at ``manifest_id`` is our write ``write_id``, in the history.
+    manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, retrier: Retrier
+) -> bool | None:
+    """Whether our write ``manifest`` is the version at ``manifest_id``; None if nothing left on
+    the store can tell.
 
-    The version first, then the boundary: if the boundary was still below the id after we read
-    it, the id had never been deleted when we read it, so what we read was its one and only
+    A version is read first, then the boundary: if the boundary was still below the id after we
+    read it, the id had never been deleted when we read it, so what we read was its one and only
     create. (Boundary first would race: retention could delete the id and a late resend of ours
-    recreate it in between.) At or below the boundary we can't tell our landed write from such
-    a recreation, and answer no (the write is then reported as not landed: documented).
+    recreate it in between.) At or below the boundary the id may hold a stale recreation, so we
+    look at the first version above the boundary instead: if it still carries our claim, the
+    role's last write before it is in its lineage (``last_write_id``), and tells. If it carries
+    a newer claim, the versions that could tell are gone.
     """
-    try:
-        existing = await retrier.call(lambda: manifests.read(manifest_id))
-    except NotFoundError:
-        return False
-    if manifest_id <= await retrier.call(manifests.read_boundary):
-        return False
-    return existing.write_id == write_id
+    claim = manifest.claim(role)
+    assert claim is not None
+    target = manifest_id
+    for _ in range(_LANDED_CHASES):
+        try:
+            version: Manifest | None = await retrier.call(partial(manifests.read_unchecked, target))
+        except NotFoundError:
+            version = None
+        boundary = await retrier.call(manifests.read_boundary)
+        if target > boundary:
+            if version is None:
+                return None  # never written, or deleted since: the boundary moved, look again
+            if target == manifest_id:
+                return version.write_id == manifest.write_id
+            stored = version.claim(role)
+            if stored is None or stored.claim_id != claim.claim_id:
+                return None  # a newer claim: the versions between ours and it are gone
+            return stored.last_write_id == manifest.write_id
+        target = max(boundary + 1, manifest_id)  # retention keeps the newest: it exists
+    return None
 
 
 async def _read_latest(

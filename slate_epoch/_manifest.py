@@ -27,6 +27,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Final
 
 import msgspec
@@ -37,6 +38,7 @@ from ._errors import (
     ManifestVersionExistsError,
     NotFoundError,
     PreconditionError,
+    StoreError,
     TransientStoreError,
     UnsupportedFormatError,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "RoleClaim",
     "decode",
     "encode",
+    "numbered_id",
 ]
 
 MAGIC: Final = b"SLEM"
@@ -172,8 +175,24 @@ def _unframe(magic: bytes, data: bytes, key: str) -> memoryview:
 
 
 def encode(manifest: Manifest) -> bytes:
-    """The manifest's bytes on the store: header, checksum, body."""
-    return _frame(MAGIC, _encoder.encode(manifest))
+    """The manifest's bytes on the store: header, checksum, body.
+
+    ``TypeError`` (or ``ValueError``) if a field holds what no reader could decode (``state``
+    not bytes, an ``owner`` that is not a str, ...): every field is checked by decoding the body
+    before it can be written, so a root never holds a manifest that other processes can't read.
+    """
+    body = _encoder.encode(manifest)
+    try:
+        decoded = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise TypeError(f"a manifest field has the wrong type: {exc}") from None
+    if decoded.replay_after < 0:
+        raise ValueError(f"replay_after must be >= 0, got {decoded.replay_after}")
+    try:
+        _check_roles(decoded.roles, "<the manifest to write>")
+    except ManifestCorruptError as exc:
+        raise ValueError(exc.reason) from None
+    return _frame(MAGIC, body)
 
 
 def decode(data: bytes, key: str = "<manifest>") -> Manifest:
@@ -238,6 +257,19 @@ async def advance_boundary(store: ObjectStore, key: str, to: int) -> int:
     raise TransientStoreError(f"the boundary {key!r} keeps moving")
 
 
+_ID_DIGITS: Final = frozenset("0123456789")
+
+
+def numbered_id(name: str, suffix: str) -> int | None:
+    """The id in a numbered object's name (20 ASCII digits, then ``suffix``); None for any
+    other name: a foreign object in the folder, never ours to read or touch. (``str.isdigit``
+    would accept any Unicode digit, and ``int`` would parse some of them.)"""
+    digits = name[:20]
+    if len(name) != 20 + len(suffix) or not name.endswith(suffix) or set(digits) - _ID_DIGITS:
+        return None
+    return int(digits)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -283,15 +315,25 @@ class ManifestStore:
         return f"{self._dir}{manifest_id:020d}.manifest"
 
     def _id_of(self, key: str) -> int | None:
-        name = key[len(self._dir) :]
-        if len(name) == 29 and name.endswith(".manifest") and name[:20].isdigit():
-            return int(name[:20])
-        return None  # a foreign object in the folder: never ours to read or touch
+        return numbered_id(key[len(self._dir) :], ".manifest")
 
     # -- reading ------------------------------------------------------------------------------
 
     async def read(self, manifest_id: int) -> Manifest:
-        """The manifest at ``manifest_id``; ``NotFoundError`` if there is none."""
+        """The version at ``manifest_id``; ``NotFoundError`` if there is none, or if the id lies
+        at or below the retention boundary (what is there may be a stale writer's recreation of
+        a deleted id, which is no version). Two requests: the object, then the boundary."""
+        manifest = await self.read_unchecked(manifest_id)
+        boundary = await self.read_boundary()
+        if manifest_id <= boundary:
+            raise NotFoundError(
+                f"manifest {manifest_id} lies at or below the retention boundary {boundary}"
+            )
+        return manifest
+
+    async def read_unchecked(self, manifest_id: int) -> Manifest:
+        """The object at ``manifest_id``, decoded, without the boundary check of ``read``: for a
+        caller that checks the boundary itself, after this read."""
         key = self.key(manifest_id)
         result = await self.store.get(key)
         manifest = decode(result.body, key)
@@ -320,7 +362,7 @@ class ManifestStore:
             else:
                 # Cold: the search itself ends at the newest id, as fresh as a probe would be.
                 newest = await self._find_newest_cold()
-                found = (newest, await self.read(newest)) if newest else None
+                found = (newest, await self.read_unchecked(newest)) if newest else None
         except NotFoundError:
             found = None  # an id we started from was deleted: retention ran meanwhile
         else:
@@ -352,15 +394,15 @@ class ManifestStore:
         latest_id, latest = cached if cached and cached[0] == start else (start, None)
         for _ in range(_LINEAR_PROBES):
             try:
-                manifest = await self.read(latest_id + 1)
+                manifest = await self.read_unchecked(latest_id + 1)
             except NotFoundError:
                 if latest is None:
-                    latest = await self.read(latest_id)
+                    latest = await self.read_unchecked(latest_id)
                 return latest_id, latest
             latest_id, latest = latest_id + 1, manifest
         # A long run of new versions: find the newest by galloping, then read it.
         latest_id = await self._gallop(latest_id)
-        return latest_id, await self.read(latest_id)
+        return latest_id, await self.read_unchecked(latest_id)
 
     async def _exists(self, manifest_id: int) -> bool:
         try:
@@ -419,20 +461,36 @@ class ManifestStore:
         """Create ``manifest_id``; ``ManifestVersionExistsError`` if it is taken."""
         await self.write_bytes(manifest_id, encode(manifest), manifest)
 
-    async def write_bytes(self, manifest_id: int, data: bytes, manifest: Manifest) -> None:
+    async def write_bytes(
+        self, manifest_id: int, data: bytes, manifest: Manifest, *, resend: bool = False
+    ) -> None:
         """Create ``manifest_id`` from ``data`` (already ``encode(manifest)``), so that a retry
-        after an unknown outcome resends the identical bytes.
+        after an unknown outcome resends the identical bytes (``resend=True``).
 
         A create that lands at or below the retention boundary recreated a deleted id: it is a
-        conflict like any other (the object left there is garbage for the next collection).
+        conflict like any other, and what it left there is taken away at once (anything at or
+        below the boundary may be deleted; readers never take it for a version). A resend that
+        finds the id taken may have found its own first send there: below the boundary, that is
+        such a recreation too.
         """
+        key = self.key(manifest_id)
         try:
-            await self.store.put(self.key(manifest_id), data, mode="create")
+            await self.store.put(key, data, mode="create")
         except AlreadyExistsError as exc:
+            if resend and manifest_id <= await self.read_boundary():
+                await self._discard(key)
+                raise ManifestVersionExistsError(manifest_id, collected=True) from exc
             raise ManifestVersionExistsError(manifest_id) from exc
         if manifest_id <= await self.read_boundary():
+            await self._discard(key)
             raise ManifestVersionExistsError(manifest_id, collected=True)
         self._remember(manifest_id, manifest)
+
+    async def _discard(self, key: str) -> None:
+        """Delete a recreation at or below the boundary; if that fails, the next collection
+        does it (nothing reads it meanwhile)."""
+        with suppress(StoreError):
+            await self.store.delete(key)
 
     # -- the retention boundary ---------------------------------------------------------------
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
@@ -43,13 +44,14 @@ from ._errors import (
     AlreadyExistsError,
     InvariantViolationError,
     NotFoundError,
+    StoreError,
     UnsupportedFormatError,
     WalCorruptError,
     WalTrimmedError,
 )
-from ._manifest import FORMAT_VERSION, Manifest, advance_boundary, read_boundary
+from ._manifest import FORMAT_VERSION, Manifest, advance_boundary, numbered_id, read_boundary
 from ._retry import Retrier
-from ._store import ObjectStore, listing, validate_key
+from ._store import Body, ObjectStore, as_body, listing, validate_key
 
 if TYPE_CHECKING:
     from ._claim import EpochHandle
@@ -110,9 +112,7 @@ class _Log:
 
     def id_of(self, key: str) -> int | None:
         name = key[len(self.dir) :]
-        if len(name) == 24 and name.endswith(".wal") and name[:20].isdigit():
-            return int(name[:20])
-        return None
+        return numbered_id(name, ".wal")
 
     async def taken(self, entry_id: int) -> bool:
         try:
@@ -166,12 +166,15 @@ async def read_wal(
 
     Fences are skipped; an entry whose epoch is below an earlier entry's is never yielded (only
     a fenced writer could have left it, and it never acknowledged it). A damaged entry raises
-    ``WalCorruptError`` naming its key - a reader never skips past one. Asking for entries that
-    were trimmed raises ``WalTrimmedError``. Store errors (``TransientStoreError`` included)
-    propagate: read again from the last id seen.
+    ``WalCorruptError`` naming its key - a reader never skips past one. Entries the reader asks
+    for that were trimmed raise ``WalTrimmedError``: at the start (``after`` lies below the trim
+    boundary), or in the middle, when a trim overtakes the reader; it is never a silent end. A
+    reader that gets it starts again from the manifest's replay point (the state absorbed what
+    was trimmed). Store errors (``TransientStoreError`` included) propagate: read again from the
+    last id seen.
     """
-    if after < 0:
-        raise ValueError(f"after must be >= 0, got {after}")
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ValueError(f"after must be an int >= 0, got {after!r}")
     log = _Log(store, root)
     entry_id = after + 1
     newest_epoch = 0
@@ -180,11 +183,18 @@ async def read_wal(
         try:
             raw = (await store.get(key)).body
         except NotFoundError:
-            if entry_id == after + 1:
-                first = await log.first_kept()
-                if first is not None and first > entry_id:
-                    raise WalTrimmedError(after, first) from None
+            # The end of the log, or trimmed under us: trims move the boundary before they
+            # delete, so an id missing at or below it was trimmed.
+            boundary = await read_boundary(store, log.boundary_key)
+            if entry_id <= boundary:
+                raise WalTrimmedError(entry_id - 1, boundary + 1) from None
             return
+        if entry_id == after + 1:
+            # The first entry, read before the boundary: if the boundary is still below it, it
+            # is the entry first written there (not a stale writer's recreation of a trimmed id).
+            boundary = await read_boundary(store, log.boundary_key)
+            if entry_id <= boundary:
+                raise WalTrimmedError(after, boundary + 1)
         entry = decode_entry(raw, key, entry_id)
         if entry is not None and entry.epoch >= newest_epoch:
             newest_epoch = entry.epoch
@@ -217,17 +227,22 @@ class WalWriter:
     def __repr__(self) -> str:
         return f"WalWriter(epoch={self.epoch}, fence_id={self.fence_id}, last_id={self.last_id})"
 
-    async def append(self, data: bytes, *, timeout: float | None = None) -> int:
+    async def append(self, data: Body, *, timeout: float | None = None) -> int:
         """Append ``data`` as the next entry and return its id, once it is durable.
 
         Appends are serialised: one is reported durable only after every earlier one is.
         ``FencedError`` once a newer writer has fenced the log (nothing of this append lands).
         """
-        body = encode_entry(self.epoch, bytes(data))
-        async with self._lock:  # in order: never acknowledge an append past an unresolved one
-            return await self._handle._with_deadline(
-                "append to the log", timeout, lambda retrier: self._append(body, retrier)
-            )
+        body = encode_entry(self.epoch, as_body(data))
+        self._handle._raise_if_fenced()  # a handle that knows it is fenced writes nothing
+
+        async def append(retrier: Retrier) -> int:
+            # in order: never acknowledge an append past an unresolved one
+            async with self._lock:
+                self._handle._raise_if_fenced()
+                return await self._append(body, retrier)
+
+        return await self._handle._with_deadline("append to the log", timeout, append)
 
     async def _append(self, body: bytes, retrier: Retrier) -> int:
         while True:
@@ -246,7 +261,10 @@ class WalWriter:
                     continue
             store, boundary_key = self._log.store, self._log.boundary_key
             if entry_id <= await retrier.call(partial(read_boundary, store, boundary_key)):
-                # A trimmed id, written again: only a newer writer trims past our next id.
+                # A trimmed id, written again: only a newer writer trims past our next id. What
+                # we recreated is garbage nobody reads: take it away (else the next trim does).
+                with suppress(StoreError):
+                    await store.delete(key)
                 await self._handle.refresh()  # FencedError
                 raise InvariantViolationError(
                     f"{key} lies at or below the log's trim boundary, but the manifest still "
@@ -287,46 +305,56 @@ class WalWriter:
         return await self._handle._with_deadline("trim of the log", timeout, trim)
 
 
-async def fence_wal(handle: EpochHandle, timeout: float | None) -> WalWriter:
-    """Fence the log for ``handle`` (see ``EpochHandle.fence_wal``)."""
+async def fence_wal(handle: EpochHandle, retrier: Retrier) -> WalWriter:
+    """Fence the log for ``handle`` (see ``EpochHandle.fence_wal``); the caller holds the
+    handle's write lock and its deadline."""
     if handle.role != "writer":
         raise ValueError(f"only the writer role fences the log, not {handle.role!r}")
     log = _Log(handle.store, handle.root)
-
-    async def fence(retrier: Retrier) -> WalWriter:
-        # Only the writer moves the replay point (mark_replayed is a fenced update), so while
-        # this handle holds the role its own manifest has the current one; if it no longer
-        # holds the role, the refresh after the fence says so.
-        replay_after = handle.manifest.replay_after
-        candidate = await retrier.call(lambda: log.first_free(replay_after))
-        while True:
-            key = log.key(candidate)
+    # Only the writer moves the replay point (mark_replayed is a fenced update), so while this
+    # handle holds the role its own manifest has the current one; if it no longer holds the
+    # role, the refresh after the fence says so. Never fence at or below the trim boundary: a
+    # fence there (where ids may be gone) would fence nothing.
+    floor = await retrier.call(partial(read_boundary, log.store, log.boundary_key))
+    start = max(handle.manifest.replay_after, floor)
+    candidate = await retrier.call(lambda: log.first_free(start))
+    while True:
+        key = log.key(candidate)
+        try:
+            await retrier.call(partial(log.store.put, key, FENCE, mode="create"))
+            break
+        except AlreadyExistsError:
             try:
-                await retrier.call(partial(log.store.put, key, FENCE, mode="create"))
-                break
-            except AlreadyExistsError:
-                try:
-                    if (await retrier.call(partial(log.store.get, key))).body == FENCE:
-                        break  # a fence stands there (ours, after a lost response, or another's)
-                except NotFoundError:  # trimmed since: only a newer writer trims up here
-                    await handle.refresh()  # FencedError
-                    continue
-            # the old writer took the slot first: still ours to fence? then the next id
-            await handle.refresh()
-            candidate += 1
-        await handle.refresh()  # still the holder once the fence stands
-        return WalWriter(handle, log, candidate)
-
-    return await handle._with_deadline("fence of the log", timeout, fence)
+                if (await retrier.call(partial(log.store.get, key))).body == FENCE:
+                    break  # a fence stands there (ours, after a lost response, or another's)
+            except NotFoundError:  # trimmed since: only a newer writer trims up here
+                await handle.refresh()  # FencedError
+                continue
+        # the old writer took the slot first: still ours to fence? then the next id
+        await handle.refresh()
+        candidate += 1
+    await handle.refresh()  # still the holder once the fence stands
+    return WalWriter(handle, log, candidate)
 
 
-async def mark_replayed(handle: EpochHandle, entry_id: int, timeout: float | None) -> Manifest:
-    """Record that the log is absorbed up to ``entry_id`` (see ``EpochHandle.mark_replayed``)."""
+async def replay_point_mover(
+    handle: EpochHandle, entry_id: int, retrier: Retrier
+) -> Callable[[Manifest], Manifest]:
+    """The mutate that moves the replay point to ``entry_id``, after checking it may move
+    there (see ``EpochHandle.mark_replayed``)."""
     if handle.role != "writer":
         raise ValueError(f"only the writer role moves the replay point, not {handle.role!r}")
-    if entry_id < 0:
-        raise ValueError(f"a log id is >= 0, got {entry_id}")
+    if isinstance(entry_id, bool) or not isinstance(entry_id, int) or entry_id < 0:
+        raise ValueError(f"a log id is an int >= 0, got {entry_id!r}")
     log = _Log(handle.store, handle.root)
+    # A free id above the replay point is past the end of the log (it is contiguous there)
+    # - unless a newer writer trimmed it, which the refresh reports as FencedError.
+    if (
+        entry_id > handle.manifest.replay_after
+        and not await retrier.call(partial(log.taken, entry_id))
+        and entry_id > (await handle.refresh()).replay_after
+    ):
+        raise ValueError(f"log id {entry_id} is past the last appended id")
 
     def advance(manifest: Manifest) -> Manifest:
         if entry_id < manifest.replay_after:
@@ -335,15 +363,4 @@ async def mark_replayed(handle: EpochHandle, entry_id: int, timeout: float | Non
             )
         return msgspec.structs.replace(manifest, replay_after=entry_id)
 
-    async def mark(retrier: Retrier) -> Manifest:
-        # A free id above the replay point is past the end of the log (it is contiguous there)
-        # - unless a newer writer trimmed it, which the refresh reports as FencedError.
-        if (
-            entry_id > handle.manifest.replay_after
-            and not await retrier.call(partial(log.taken, entry_id))
-            and entry_id > (await handle.refresh()).replay_after
-        ):
-            raise ValueError(f"log id {entry_id} is past the last appended id")
-        return await handle.update(advance)
-
-    return await handle._with_deadline("mark_replayed", timeout, mark)
+    return advance

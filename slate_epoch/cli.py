@@ -463,11 +463,18 @@ async def _history(args: argparse.Namespace) -> str:
         gone_from = 0  # an id found missing below the boundary's promise (GC at work)
         while len(versions) < limit and next_id >= 1 and next_id > boundary:
             try:
-                versions.append((next_id, await manifests.read(next_id)))
+                versions.append((next_id, await manifests.read_unchecked(next_id)))
             except NotFoundError:
                 gone_from = next_id
                 break
             next_id -= 1
+        # Versions read above a boundary that GC moved past them meanwhile may have been
+        # recreated by a stale writer: show only what lies above the boundary now.
+        moved = await manifests.read_boundary()
+        if moved > boundary:
+            boundary = moved
+            versions = [(i, m) for i, m in versions if i > moved or i == latest_id]
+            gone_from = gone_from or (moved if next_id <= moved else 0)
     more = not gone_from and next_id >= 1 and next_id > boundary
     if args.json:
         return _json(

@@ -25,6 +25,7 @@ from slate_epoch import (
     SlateEpochError,
     TransientStoreError,
     claim_epoch,
+    collect_garbage,
 )
 from slate_epoch.testing import FaultyStore
 from tests.interpose import Interposer
@@ -412,3 +413,137 @@ async def test_an_update_that_landed_before_a_newer_claim_is_not_reported_fenced
     assert written.write_id == landed.write_id
     with pytest.raises(FencedError):
         await writer.update(once)
+
+
+# -- holes two reviews found (issue 10) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_concurrent_updates_on_one_handle_apply_each_change_exactly_once(
+    store: ObjectStore, seed: int
+) -> None:
+    """Four updates in flight on one handle over 30% lost responses: each token lands once.
+    (Without serialised writes, a second update could write on top of a first one whose
+    response was lost, and the first would apply its change again.)"""
+    faulty = FaultyStore(store, seed=seed, lost_response_rate=0.3, ops={"put", "get"})
+    handle = await claim_epoch(faulty, "r", timeout=30, backoff=FAST)
+    tokens = [b"<%d>" % i for i in range(4)]
+
+    async def update(token: bytes) -> None:
+        await handle.update(append(token), timeout=30)
+
+    async with anyio.create_task_group() as tg:
+        for token in tokens:
+            tg.start_soon(update, token)
+    state = (await ManifestStore(store, "r").read_latest() or (0, Manifest()))[1].state
+    assert sorted(state.count(t) for t in tokens) == [1, 1, 1, 1]
+
+
+async def test_updates_of_one_handle_run_one_at_a_time_in_the_order_called(
+    store: ObjectStore,
+) -> None:
+    view = Interposer(store)
+    handle = await claim_epoch(view)
+    order: list[str] = []
+    first_in_flight = anyio.Event()
+    let_it_finish = anyio.Event()
+
+    async def stall_the_first() -> None:
+        first_in_flight.set()
+        await let_it_finish.wait()
+
+    view.on_create("manifest/", before=stall_the_first, lose_response=True)
+
+    async def update(token: bytes) -> None:
+        await handle.update(append(token))
+        order.append(token.decode())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(update, b"A")
+        await first_in_flight.wait()
+        tg.start_soon(update, b"B")
+        await anyio.wait_all_tasks_blocked()
+        assert view.creates == 2  # B waits for A: it has written nothing yet
+        let_it_finish.set()
+    assert order == ["A", "B"]
+    assert (await handle.refresh()).state == b"AB"
+
+
+async def test_a_queued_update_counts_its_wait_against_its_timeout(store: ObjectStore) -> None:
+    view = Interposer(store)
+    handle = await claim_epoch(view)
+    release = anyio.Event()
+    view.on_create("manifest/", before=release.wait)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(handle.update, append(b"slow"))
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(OperationTimeoutError):
+            await handle.update(append(b"queued"), timeout=0.05)
+        release.set()
+    assert (await handle.refresh()).state == b"slow"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "message"),
+    [
+        (lambda m: msgspec.structs.replace(m, state="text"), TypeError, "state"),
+        (lambda m: msgspec.structs.replace(m, state=None), TypeError, "state"),
+        (lambda m: msgspec.structs.replace(m, state=42), TypeError, "state"),
+        (lambda m: msgspec.structs.replace(m, replay_after="7"), ValueError, "replay point"),
+        (lambda m: msgspec.structs.replace(m, replay_after=3), ValueError, "replay point"),
+        (lambda m: Manifest(roles=m.roles, state=b"rebuilt"), ValueError, "replay point"),
+    ],
+)
+async def test_a_mutate_that_breaks_the_manifest_writes_nothing(
+    store: ObjectStore, mutate: Callable[[Manifest], Manifest], error: type, message: str
+) -> None:
+    """Wrongly typed fields would write a manifest no other process can decode; a rebuilt one
+    would move the replay point back. Either is refused before any write."""
+    handle = await claim_epoch(store)
+    log = await handle.fence_wal()  # the fence at 1, then entries 2 and 3
+    await log.append(b"e2")
+    await log.append(b"e3")
+    await handle.mark_replayed(2)
+    before = await manifest_ids(store)
+    with pytest.raises(error, match=message):
+        await handle.update(mutate)
+    assert await manifest_ids(store) == before
+    fresh = Interposer(store)  # another process reads the root as it was
+    latest = await ManifestStore(fresh).read_latest()
+    assert latest is not None
+    assert latest[1].replay_after == 2
+    assert (await handle.update(append(b"ok"))).state == b"ok"  # the handle is still usable
+
+
+@pytest.mark.parametrize("owner", [1234, b"host", ["h"]])
+async def test_an_owner_that_is_not_a_str_is_refused_before_any_write(
+    store: ObjectStore, owner: object
+) -> None:
+    with pytest.raises(TypeError, match="owner"):
+        await claim_epoch(store, owner=owner)  # type: ignore[arg-type]
+    assert await manifest_ids(store) == []
+
+
+async def test_the_ambiguous_corner_is_told_apart_when_a_later_version_still_can(
+    store: ObjectStore,
+) -> None:
+    """An update lands at X and its response is lost; another role writes X+1 on top (carrying
+    the update's write id on), a newer claim of the role lands at X+2, and retention deletes X.
+    X+1 still tells that the update landed: it is acknowledged, not reported fenced."""
+    view = Interposer(store)
+    writer = await claim_epoch(view)  # 1
+
+    async def meanwhile() -> None:
+        await claim_epoch(Interposer(store), role="compactor")  # 3, carries the writer's write
+        await claim_epoch(Interposer(store))  # 4: a newer writer
+        await collect_garbage(store, keep=2)  # deletes 1 and 2, where the update landed
+
+    view.on_create("manifest/", after=meanwhile, lose_response=True)
+    written = await writer.update(append(b"U"))  # lands at 2
+    assert written.state == b"U"
+    latest = await ManifestStore(store).read_latest()
+    assert latest is not None
+    assert latest[0] == 4
+    assert latest[1].state == b"U"
+    with pytest.raises(FencedError):
+        await writer.update(append(b"again"))

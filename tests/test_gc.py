@@ -18,10 +18,12 @@ from slate_epoch import (
     FencedError,
     Manifest,
     ManifestStore,
+    NotFoundError,
     ObjectStore,
     claim_epoch,
     collect_garbage,
 )
+from slate_epoch.testing import FaultyStore
 from tests.interpose import Interposer
 
 pytestmark = pytest.mark.anyio
@@ -105,10 +107,27 @@ async def test_a_stale_process_claims_above_the_newest(store: ObjectStore) -> No
     await collect_garbage(store, keep=2)
     assert await stored_ids(store) == [20, 21]
 
-    # Its first try recreates the deleted id 2; the boundary check makes that a conflict.
+    # Its first try recreates the deleted id 2; the boundary check makes that a conflict, and
+    # the recreated object is taken away at once.
     handle = await claim_epoch(stale, backoff=FAST)
     assert (handle.epoch, handle.manifest_id) == (22, 22)
-    assert 2 in await stored_ids(store)  # the recreated object: garbage, below the boundary
+    assert await stored_ids(store) == [20, 21, 22]
+
+
+async def test_a_recreation_left_behind_is_never_read_and_the_next_collection_deletes_it(
+    store: ObjectStore,
+) -> None:
+    faulty = FaultyStore(store, seed=0)
+    await claim_epoch(faulty)  # this process saw manifest 1, and nothing since
+    for _ in range(20):
+        await claim_epoch(store)
+    await collect_garbage(store, keep=2)
+    faulty.script("error", op="delete")  # its clean-up of the recreated id 2 fails
+    handle = await claim_epoch(faulty, backoff=FAST)
+    assert (handle.epoch, handle.manifest_id) == (22, 22)
+    assert 2 in await stored_ids(store)  # left behind: garbage, below the boundary
+    with pytest.raises(NotFoundError, match="retention boundary"):
+        await ManifestStore(store).read(2)  # never taken for a version
     report = await collect_garbage(store, keep=2)
     assert 2 in report.deleted
     assert await stored_ids(store) == [21, 22]
@@ -161,8 +180,9 @@ async def test_lost_update_response_whose_version_was_collected_is_applied_once(
     view.on_create("manifest/", after=others_write_and_collect, lose_response=True)
     result = await writer.update(append("once"))
     assert tokens(result) == ["once"]
-    # its resend recreated the deleted id 3: garbage below the boundary, not a second landing
-    assert await stored_ids(store) == [3, 6, 7]
+    # its resend recreated the deleted id 3: garbage below the boundary (not a second landing),
+    # taken away at once
+    assert await stored_ids(store) == [6, 7]
     newest = await writer.refresh()
     assert tokens(newest).count("once") == 1
     assert tokens(newest) == ["once", "c0", "c1", "c2", "c3"]
@@ -186,7 +206,7 @@ async def test_a_lost_response_on_a_recreated_id_is_not_a_landed_write(
     result = await writer.update(append("w"), timeout=10)
     assert tokens(result) == [f"c{i}" for i in range(6)] + ["w"]
     assert writer.manifest_id == 9
-    assert await stored_ids(store) == [2, 7, 8, 9]
+    assert await stored_ids(store) == [7, 8, 9]  # the recreation of 2 was taken away
     assert tokens(await compactor.refresh()).count("w") == 1
 
 

@@ -305,6 +305,50 @@ async def test_stray_files_in_the_reserved_folder_are_never_listed(root: Path) -
     assert await list_keys(store, start_after=".") == ["k"]
 
 
+async def test_old_temp_files_left_by_a_crash_are_swept_when_a_store_opens(root: Path) -> None:
+    LocalStore(root)
+    tmp = root / ".slate-epoch" / "tmp"
+    stale, fresh = tmp / "123-deadbeef.tmp", tmp / "456-cafebabe.tmp"
+    stale.write_bytes(b"half-written, long ago")
+    fresh.write_bytes(b"being written right now by another process")
+    an_hour_and_more_ago = time.time() - local_module._STALE_TEMP_SECONDS - 60
+    os.utime(stale, (an_hour_and_more_ago, an_hour_and_more_ago))
+    LocalStore(root)  # another process opens the folder
+    assert temp_files(root) == [fresh.name]  # a fresh one may still be written: it stays
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the files and folders the store fsyncs, in order (Linux: /proc names fds)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(local_module, "_FULLFSYNC", None)
+    return synced
+
+
+@pytest.mark.parametrize("mode", ["create", "overwrite"])
+async def test_a_durable_put_fsyncs_every_folder_on_its_path_even_one_another_made(
+    root: Path, fsynced: list[str], mode: str
+) -> None:
+    store = LocalStore(root)
+    key = "r/manifest/00000000000000000001.manifest"
+    # A racing creator made the folders, then lost its create (so it never fsynced them).
+    (root / "r" / "manifest").mkdir(parents=True)
+    fsynced.clear()
+    await store.put(key, b"v", mode=mode)  # type: ignore[arg-type]
+    # the object's data (written to a temp file, then linked or renamed into place), then the
+    # entry of each folder on its path, deepest first, up to the store's root
+    data, *folders = fsynced
+    assert data.startswith(str(root / ".slate-epoch" / "tmp"))
+    assert folders == [str(root / "r" / "manifest"), str(root / "r"), str(root)]
+
+
 # -- files on disk -------------------------------------------------------------------------
 
 

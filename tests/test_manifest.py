@@ -21,6 +21,7 @@ from slate_epoch import (
     RoleClaim,
     UnsupportedFormatError,
     claim_epoch,
+    collect_garbage,
 )
 from slate_epoch._manifest import FORMAT_VERSION, decode, encode
 from slate_epoch.backends.memory import MemoryStore
@@ -175,6 +176,43 @@ async def test_foreign_objects_in_the_manifest_folder_are_ignored(store: ObjectS
     assert handle.manifest_id == 1
     assert (await claim_epoch(Interposer(store))).epoch == 2
     assert (await store.get("manifest/README")).body == b"hello"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "name",
+    [
+        "0000000000000000000\u00b2.manifest",  # a superscript two: int() refuses it
+        "\u0669" * 20 + ".manifest",  # Arabic-Indic nines: int() would parse them
+        "\uff10" * 20 + ".manifest",  # fullwidth zeros
+    ],
+)
+async def test_names_of_non_ascii_digits_are_foreign_objects(store: ObjectStore, name: str) -> None:
+    for _ in range(5):
+        await claim_epoch(store, "r")
+    await store.put(f"r/manifest/{name}", b"foreign object, not ours")
+    cold = ManifestStore(Interposer(store), "r")  # a fresh process lists the folder
+    latest = await cold.read_latest()
+    assert latest is not None
+    assert latest[0] == 5
+    report = await collect_garbage(Interposer(store), "r", keep=2)
+    assert report.deleted == (1, 2, 3)
+    assert (await claim_epoch(Interposer(store), "r")).epoch == 6
+    assert (await store.get(f"r/manifest/{name}")).body == b"foreign object, not ours"
+
+
+@pytest.mark.anyio
+async def test_a_version_at_or_below_the_boundary_is_never_read_as_one(
+    store: ObjectStore,
+) -> None:
+    for _ in range(4):
+        await claim_epoch(store)
+    await collect_garbage(store, keep=1)  # boundary 3
+    stale = msgspec.structs.replace(Manifest(), state=b"a stale writer's recreation")
+    await store.put(ManifestStore(store).key(2), encode(stale), mode="create")
+    with pytest.raises(NotFoundError, match="retention boundary 3"):
+        await ManifestStore(store).read(2)
+    assert (await ManifestStore(store).read(4)).epoch("writer") == 4
 
 
 @pytest.mark.anyio

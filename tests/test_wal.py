@@ -9,6 +9,7 @@ import pytest
 from slate_epoch import (
     EpochHandle,
     FencedError,
+    Manifest,
     ObjectStore,
     UnsupportedFormatError,
     WalCorruptError,
@@ -18,6 +19,7 @@ from slate_epoch import (
     claim_epoch,
     read_wal,
 )
+from slate_epoch._manifest import advance_boundary
 from slate_epoch._wal import encode_entry
 from slate_epoch.testing import FaultyStore
 from tests.interpose import Interposer
@@ -277,3 +279,142 @@ async def test_a_zombie_cannot_append_into_a_trimmed_range(store: ObjectStore) -
     assert [e.data for e in await entries(store, after=replayed)] == [b"w2 again"]
     await w2.trim()  # the zombie's object at 3 is garbage below the boundary
     assert await wal_ids(store) == [5]
+
+
+# -- holes two reviews found (issue 10) --------------------------------------------------------
+
+
+async def test_a_handle_has_one_log_writer(store: ObjectStore) -> None:
+    """A second fence_wal returns the same writer: two writers of one handle would not fence
+    each other, and identical appends of both would be acknowledged at one id."""
+    handle = await claim_epoch(store)
+    first = await handle.fence_wal()
+    async with anyio.create_task_group() as tg:  # concurrent calls too
+        for _ in range(3):
+            tg.start_soon(handle.fence_wal)
+    assert await handle.fence_wal() is first
+    ids = [await first.append(b"incr"), await (await handle.fence_wal()).append(b"incr")]
+    assert ids == [2, 3]
+    assert [(e.id, e.data) for e in await entries(store)] == [(2, b"incr"), (3, b"incr")]
+    assert await wal_ids(store) == [1, 2, 3]  # one fence
+
+
+@pytest.mark.parametrize("payload", [3, "text", None, [1]])
+async def test_a_payload_that_is_not_bytes_like_is_refused(
+    store: ObjectStore, payload: object
+) -> None:
+    _, wal = await open_writer(store)
+    with pytest.raises(TypeError, match="bytes-like"):
+        await wal.append(payload)  # type: ignore[arg-type]
+    assert await entries(store) == []
+    assert await wal.append(bytearray(b"ok")) == 2
+
+
+async def test_a_handle_that_knows_it_is_fenced_writes_nothing_to_the_log(
+    store: ObjectStore,
+) -> None:
+    old, wal = await open_writer(store)
+    await wal.append(b"a")
+    await claim_epoch(Interposer(store))
+    with pytest.raises(FencedError):
+        await old.refresh()
+    before = await wal_ids(store)
+    with pytest.raises(FencedError):
+        await wal.append(b"b")
+    with pytest.raises(FencedError):
+        await old.fence_wal()
+    assert await wal_ids(store) == before
+
+
+async def test_the_replay_point_never_moves_back_so_the_next_fence_fences(
+    store: ObjectStore,
+) -> None:
+    h1, w1 = await open_writer(store)
+    ids = [await w1.append(b"e%d" % i) for i in range(5)]  # 2..6
+    await h1.mark_replayed(ids[2])
+    await w1.trim()
+    with pytest.raises(ValueError, match="replay point"):
+        await h1.update(lambda m: Manifest(roles=m.roles, state=b"snapshot"))
+    _, w2 = await open_writer(store)
+    assert w2.fence_id == 7  # above everything w1 appended
+    with pytest.raises(FencedError):
+        await w1.append(b"after the new writer fenced")
+    assert [e.data for e in await entries(store, after=ids[2])] == [b"e3", b"e4"]
+
+
+async def test_a_fence_never_goes_at_or_below_the_trim_boundary(store: ObjectStore) -> None:
+    """Whatever the manifest's replay point says (here: an older version of the manifest put
+    back by hand), the fence goes above the trim boundary, where ids are never missing."""
+    h1, w1 = await open_writer(store)
+    for i in range(4):
+        await w1.append(b"e%d" % i)  # 2..5
+    await h1.mark_replayed(4)
+    await w1.trim()  # boundary 4; ids 5 stays
+    await advance_boundary(store, "wal-boundary", 5)  # as if a trim to 5 had run too
+    await store.delete(wal_key(5))
+    h2 = await claim_epoch(Interposer(store))
+    w2 = await h2.fence_wal()
+    assert w2.fence_id == 6
+
+
+async def test_a_reader_overtaken_by_a_trim_is_told_never_a_silent_end(
+    store: ObjectStore,
+) -> None:
+    handle, wal = await open_writer(store)
+    for i in range(10):
+        await wal.append(b"e%d" % i)  # 2..11
+    seen: list[int] = []
+
+    async def read_while_the_writer_trims() -> None:
+        async for entry in read_wal(store, after=0):
+            seen.append(entry.id)
+            if entry.id == 3:  # meanwhile the writer absorbs up to 8 and trims
+                await handle.mark_replayed(8)
+                await wal.trim()
+
+    with pytest.raises(WalTrimmedError) as caught:
+        await read_while_the_writer_trims()
+    assert seen == [2, 3]
+    assert (caught.value.after, caught.value.first_kept) == (3, 9)
+    assert [e.id for e in await entries(store, after=8)] == [9, 10, 11]
+
+
+async def test_a_stale_recreation_below_the_boundary_is_never_read(store: ObjectStore) -> None:
+    handle, wal = await open_writer(store)
+    for i in range(4):
+        await wal.append(b"e%d" % i)  # 2..5
+    await handle.mark_replayed(4)
+    await wal.trim()
+    # a stale writer's create recreated id 2 (and its clean-up never ran)
+    await store.put(wal_key(2), encode_entry(1, b"zombie"), mode="create")
+    with pytest.raises(WalTrimmedError) as caught:
+        await entries(store, after=1)
+    assert caught.value.first_kept == 5
+    assert [e.data for e in await entries(store, after=4)] == [b"e3"]
+
+
+async def test_a_zombie_append_removes_what_it_recreated(store: ObjectStore) -> None:
+    _, w1 = await open_writer(store)
+    await w1.append(b"w1")  # id 2
+    h2, w2 = await open_writer(store)  # fence at 3: w1's next id
+    await h2.mark_replayed(await w2.append(b"w2"))  # 4
+    await w2.trim()  # 1..4
+    with pytest.raises(FencedError):
+        await w1.append(b"zombie")  # recreates 3, below the boundary
+    assert await wal_ids(store) == []  # taken away at once
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["0000000000000000000\u00b2.wal", "\u0669" * 20 + ".wal", "0000000000000000000x.wal"],
+)
+async def test_foreign_objects_in_the_log_folder_are_ignored(store: ObjectStore, name: str) -> None:
+    _, wal = await open_writer(store)
+    await wal.append(b"a")
+    await store.put(f"wal/{name}", b"not ours")
+    h2, w2 = await open_writer(store)
+    assert w2.fence_id == 3
+    assert [e.data for e in await entries(store)] == [b"a"]
+    await h2.mark_replayed(3)
+    assert await w2.trim() == 3
+    assert [m.key async for m in store.list("wal/")] == [f"wal/{name}"]

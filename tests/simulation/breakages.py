@@ -98,7 +98,7 @@ def accept_without_fencing(self: EpochHandle, manifest_id: int, manifest: Manife
 
 
 async def write_bytes_overwriting(
-    self: ManifestStore, manifest_id: int, data: bytes, manifest: Manifest
+    self: ManifestStore, manifest_id: int, data: bytes, manifest: Manifest, *, resend: bool = False
 ) -> None:
     """``ManifestStore.write_bytes`` with a plain overwrite instead of create-if-absent."""
     await self.store.put(self.key(manifest_id), data, mode="overwrite")  # BUG: not "create"
@@ -116,11 +116,11 @@ _collectable_ids = ManifestStore.collectable_ids
 
 
 async def write_bytes_marked(
-    self: ManifestStore, manifest_id: int, data: bytes, manifest: Manifest
+    self: ManifestStore, manifest_id: int, data: bytes, manifest: Manifest, *, resend: bool = False
 ) -> None:
     token = _INSIDE.set("write_bytes")
     try:
-        await _write_bytes(self, manifest_id, data, manifest)
+        await _write_bytes(self, manifest_id, data, manifest, resend=resend)
     finally:
         _INSIDE.reset(token)
 
