@@ -105,7 +105,13 @@ class MemoryStore(StoreBase):
                 yield ObjectMeta(key=key, size=len(entry[0]), etag=entry[1])
 
     async def delete(self, key: str) -> None:
+        await self.pop(key)
+
+    async def pop(self, key: str) -> GetResult | None:
+        """Delete ``key`` and return what it held (None: nothing), in one atomic step: for
+        tests and simulations that must know exactly which version a delete took."""
         validate_key(key)
         await anyio.lowlevel.checkpoint()
         with self._lock:
-            self._objects.pop(key, None)
+            removed = self._objects.pop(key, None)
+        return None if removed is None else GetResult(body=removed[0], etag=removed[1])

@@ -25,30 +25,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 
 import anyio
 
+from ._cache import ManifestCache
 from ._errors import (
     ClaimTimeoutError,
     FencedError,
     InvariantViolationError,
     ManifestVersionExistsError,
     NotFoundError,
-    OperationTimeoutError,
     TransientStoreError,
 )
 from ._manifest import Manifest, ManifestStore, RoleClaim, default_owner, encode, new_id, now_ms
-from ._retry import Backoff, Retrier
+from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, with_deadline
 from ._store import ObjectStore
+from ._wal import WalWriter, fence_log, replay_point_mover
 
-if TYPE_CHECKING:
-    from ._wal import WalWriter
-
-__all__ = ["DEFAULT_TIMEOUT", "EpochHandle", "claim_epoch"]
-
-DEFAULT_TIMEOUT: Final = 60.0
-DEFAULT_BACKOFF: Final = Backoff()
+__all__ = ["EpochHandle", "claim_epoch"]
 
 T = TypeVar("T")
 
@@ -62,19 +57,21 @@ async def claim_epoch(
     max_conflicts: int | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     owner: str | None = None,
+    cache: ManifestCache | None = None,
 ) -> EpochHandle:
     """Become the holder of ``role`` under ``root``: every older holder is fenced from now on.
 
     Returns the handle at a new epoch, one above the newest stored. Raises ``ClaimTimeoutError``
     when ``timeout`` seconds pass, or when a write meets a rival's more than ``max_conflicts``
-    times. ``owner`` (default ``host:pid``) is recorded for operators.
+    times. ``owner`` (default ``host:pid``) is recorded for operators. ``cache`` is what this
+    process remembers of the root (default: the store object's own; see ``ManifestCache``).
     """
     _check_role(role)
     if owner is not None and not isinstance(owner, str):
         raise TypeError(f"owner must be a str, not {type(owner).__name__}")
     if max_conflicts is not None and max_conflicts < 0:
         raise ValueError(f"max_conflicts must be >= 0, got {max_conflicts}")
-    manifests = ManifestStore(store, root)
+    manifests = ManifestStore(store, root, cache=cache)
     retrier = Retrier(backoff)
     owner = default_owner() if owner is None else owner
     conflicts = 0
@@ -254,14 +251,14 @@ class EpochHandle:
         above the replay point, so every older writer's next append fails. Returns the writer
         that appends after the fence; a handle has one: a second call returns the same writer.
         ``FencedError`` if this handle is no longer the holder (nothing is written)."""
-        from ._wal import fence_wal
-
+        if self.role != "writer":
+            raise ValueError(f"only the writer role fences the log, not {self.role!r}")
         self._raise_if_fenced()
 
         async def fence(retrier: Retrier) -> WalWriter:
             async with self._write_lock:
                 if self._log is None:
-                    self._log = await fence_wal(self, retrier)
+                    self._log = await fence_log(_HolderOfTheLog(self), retrier)
                 return self._log
 
         return await self._with_deadline("fence of the log", timeout, fence)
@@ -270,13 +267,13 @@ class EpochHandle:
         """Record, through a fenced ``update``, that the log is absorbed into the state up to
         ``entry_id``: entries at or below it may then be trimmed. ``ValueError`` past the last
         appended id, or below the current replay point."""
-        from ._wal import replay_point_mover
-
+        if self.role != "writer":
+            raise ValueError(f"only the writer role moves the replay point, not {self.role!r}")
         self._raise_if_fenced()
 
         async def mark(retrier: Retrier) -> Manifest:
             async with self._write_lock:
-                advance = await replay_point_mover(self, entry_id, retrier)
+                advance = await replay_point_mover(_HolderOfTheLog(self), entry_id, retrier)
                 return await self._write(advance, retrier, moves_replay_point=True)
 
         return await self._with_deadline("mark_replayed", timeout, mark)
@@ -312,15 +309,46 @@ class EpochHandle:
     async def _with_deadline(
         self, what: str, timeout: float | None, operation: Callable[[Retrier], Awaitable[T]]
     ) -> T:
-        timeout = self._timeout if timeout is None else timeout
-        retrier = Retrier(self._backoff)
-        with anyio.move_on_after(timeout):
-            return await operation(retrier)
-        raise OperationTimeoutError(
-            f"{what} of role {self.role!r} at epoch {self.epoch} timed out after {timeout} s",
-            attempts=retrier.attempts,
-            last_error=retrier.last_error,
+        return await with_deadline(
+            f"{what} of role {self.role!r} at epoch {self.epoch}",
+            self._timeout if timeout is None else timeout,
+            self._backoff,
+            operation,
         )
+
+
+class _HolderOfTheLog:
+    """The handle as the log sees it (``LogHolder``)."""
+
+    def __init__(self, handle: EpochHandle) -> None:
+        self._handle = handle
+
+    @property
+    def store(self) -> ObjectStore:
+        return self._handle.store
+
+    @property
+    def root(self) -> str:
+        return self._handle.root
+
+    @property
+    def epoch(self) -> int:
+        return self._handle.epoch
+
+    @property
+    def replay_after(self) -> int:
+        return self._handle.manifest.replay_after
+
+    async def refresh(self) -> Manifest:
+        return await self._handle.refresh()
+
+    def check(self) -> None:
+        self._handle._raise_if_fenced()
+
+    async def run(
+        self, what: str, timeout: float | None, operation: Callable[[Retrier], Awaitable[T]]
+    ) -> T:
+        return await self._handle._with_deadline(what, timeout, operation)
 
 
 async def _create(

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from functools import partial
 
-import anyio
 import msgspec
 
-from ._claim import DEFAULT_BACKOFF, DEFAULT_TIMEOUT
-from ._errors import OperationTimeoutError
+from ._cache import ManifestCache
 from ._manifest import ManifestStore
-from ._retry import Backoff, Retrier
+from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, with_deadline
 from ._store import ObjectStore
 
 __all__ = ["GarbageReport", "collect_garbage"]
@@ -41,6 +39,7 @@ async def collect_garbage(
     dry_run: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     backoff: Backoff = DEFAULT_BACKOFF,
+    cache: ManifestCache | None = None,
 ) -> GarbageReport:
     """Delete the manifest versions older than the newest ``keep`` (``keep >= 1``: the newest
     is never deleted). Also deletes leftovers at or below an older boundary (a stale writer's
@@ -51,9 +50,9 @@ async def collect_garbage(
         raise ValueError(
             f"keep must be an int >= 1 (the newest version always stays), not {keep!r}"
         )
-    manifests = ManifestStore(store, root)
-    retrier = Retrier(backoff)
-    with anyio.move_on_after(timeout):
+    manifests = ManifestStore(store, root, cache=cache)
+
+    async def collect(retrier: Retrier) -> GarbageReport:
         latest = await retrier.call(manifests.read_latest)
         current = await retrier.call(manifests.read_boundary)
         if latest is None:
@@ -66,13 +65,9 @@ async def collect_garbage(
         doomed = await retrier.call(lambda: manifests.collectable_ids(boundary))
         if not dry_run:
             for manifest_id in doomed:
-                key = manifests.key(manifest_id)
-                await retrier.call(partial(store.delete, key))
+                await retrier.call(partial(store.delete, manifests.key(manifest_id)))
         return GarbageReport(
             latest_id=latest_id, boundary=boundary, deleted=tuple(doomed), dry_run=dry_run
         )
-    raise OperationTimeoutError(
-        f"garbage collection under {root!r} timed out after {timeout} s",
-        attempts=retrier.attempts,
-        last_error=retrier.last_error,
-    )
+
+    return await with_deadline(f"garbage collection under {root!r}", timeout, backoff, collect)

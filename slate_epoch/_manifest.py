@@ -1,63 +1,55 @@
 """The manifest: its fields, its bytes on the store, and where versions live.
 
-On the store a manifest is a frozen header followed by a msgpack body::
+On the store a manifest is a framed (``_framing``: magic ``SLEM``, CRC-32, format version)
+msgspec msgpack body, the ``Manifest`` struct. A damaged one is ``ManifestCorruptError``, an
+intact one from a newer format ``UnsupportedFormatError``.
 
-    offset 0   4 bytes  magic b"SLEM"
-    offset 4   4 bytes  CRC-32 (zlib) of every byte from offset 8 on, big-endian
-    offset 8   2 bytes  format version, big-endian
-    offset 10  ...      msgspec msgpack body (the ``Manifest`` struct)
-
-The header layout and checksum never change across format versions, so any future reader can
-tell "damaged" (``ManifestCorruptError``) from "newer than me" (``UnsupportedFormatError``):
-the checksum is verified before the version is believed.
-
-Versions live at ``{root}/manifest/{id:020d}.manifest``, ids contiguous from 1, each written
-once with create-if-absent and never changed. Retention may delete old versions, but only behind
-a *boundary* (``{root}/manifest-boundary``, framed the same way with magic ``SLEB``): it is
-written first, and a version that lands at or below it counts as a conflict, so a stale writer
-can never recreate a deleted id and believe it won.
+Versions live at ``{root}/manifest/{id:020d}.manifest`` (see ``_layout``), ids contiguous from
+1, each written once with create-if-absent and never changed. Retention may delete old versions,
+but only behind the boundary ``{root}/manifest-boundary`` (``_boundary``): a version that lands
+at or below it counts as a conflict, so a stale writer can never recreate a deleted id and
+believe it won, and nothing at or below it is ever read as a version.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
-import weakref
-import zlib
 from collections.abc import Iterable
 from contextlib import suppress
+from functools import partial
 from typing import Final
 
 import msgspec
 
+from ._boundary import advance_boundary, read_boundary
+from ._cache import ManifestCache, cache_of
 from ._errors import (
     AlreadyExistsError,
     ManifestCorruptError,
     ManifestVersionExistsError,
     NotFoundError,
-    PreconditionError,
     StoreError,
     TransientStoreError,
-    UnsupportedFormatError,
 )
-from ._store import ObjectStore, PutMode, UpdateVersion, listing, validate_key
+from ._framing import frame, unframe
+from ._layout import check_root, manifest_boundary_key, manifest_versions
+from ._sequence import ObjectSequence
+from ._store import ObjectStore
 
 __all__ = [
-    "FORMAT_VERSION",
-    "Boundary",
     "Manifest",
     "ManifestStore",
     "RoleClaim",
     "decode",
+    "default_owner",
     "encode",
-    "numbered_id",
+    "new_id",
+    "now_ms",
 ]
 
 MAGIC: Final = b"SLEM"
-FORMAT_VERSION: Final = 1
-_HEADER = struct.Struct(">4sIH")
 
 
 def new_id() -> str:
@@ -141,41 +133,12 @@ class Manifest(msgspec.Struct, frozen=True):
         return claim is not None and claim.claim_id == claim_id and claim.last_write_id == write_id
 
 
-class Boundary(msgspec.Struct, frozen=True):
-    """Retention's mark: manifest ids at or below ``manifest_id`` may have been deleted."""
-
-    manifest_id: int
-
-
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Manifest)
-_boundary_decoder = msgspec.msgpack.Decoder(Boundary)
-BOUNDARY_MAGIC: Final = b"SLEB"
-
-
-def _frame(magic: bytes, body: bytes) -> bytes:
-    tail = FORMAT_VERSION.to_bytes(2, "big") + body
-    return magic + zlib.crc32(tail).to_bytes(4, "big") + tail
-
-
-def _unframe(magic: bytes, data: bytes, key: str) -> memoryview:
-    """The body of a framed object, after checking magic, checksum and format version."""
-    if len(data) < _HEADER.size:
-        raise ManifestCorruptError(key, f"{len(data)} bytes is shorter than the header")
-    found, checksum, version = _HEADER.unpack_from(data)
-    if found != magic:
-        raise ManifestCorruptError(key, f"bad magic {found!r}: not a slate-epoch {magic!r} object")
-    if zlib.crc32(memoryview(data)[8:]) != checksum:
-        raise ManifestCorruptError(key, "checksum mismatch")
-    if version > FORMAT_VERSION:
-        raise UnsupportedFormatError(key, version, FORMAT_VERSION)
-    if version < 1:
-        raise ManifestCorruptError(key, f"format version {version} was never written")
-    return memoryview(data)[_HEADER.size :]
 
 
 def encode(manifest: Manifest) -> bytes:
-    """The manifest's bytes on the store: header, checksum, body.
+    """The manifest's bytes on the store: frame and body.
 
     ``TypeError`` (or ``ValueError``) if a field holds what no reader could decode (``state``
     not bytes, an ``owner`` that is not a str, ...): every field is checked by decoding the body
@@ -192,29 +155,18 @@ def encode(manifest: Manifest) -> bytes:
         _check_roles(decoded.roles, "<the manifest to write>")
     except ManifestCorruptError as exc:
         raise ValueError(exc.reason) from None
-    return _frame(MAGIC, body)
+    return frame(MAGIC, body)
 
 
 def decode(data: bytes, key: str = "<manifest>") -> Manifest:
     """Parse stored bytes, checking magic, checksum and format before the body."""
-    body = _unframe(MAGIC, data, key)
+    body = unframe(MAGIC, data, key, ManifestCorruptError)
     try:
         manifest = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise ManifestCorruptError(key, f"undecodable body: {exc}") from exc
     _check_roles(manifest.roles, key)
     return manifest
-
-
-def _decode_boundary(data: bytes, key: str) -> int:
-    body = _unframe(BOUNDARY_MAGIC, data, key)
-    try:
-        boundary = _boundary_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ManifestCorruptError(key, f"undecodable body: {exc}") from exc
-    if boundary.manifest_id < 0:
-        raise ManifestCorruptError(key, f"negative boundary {boundary.manifest_id}")
-    return boundary.manifest_id
 
 
 def _check_roles(roles: Iterable[RoleClaim], key: str) -> None:
@@ -225,67 +177,10 @@ def _check_roles(roles: Iterable[RoleClaim], key: str) -> None:
         seen.add(claim.role)
 
 
-async def _read_boundary(store: ObjectStore, key: str) -> tuple[int, str | None]:
-    try:
-        result = await store.get(key)
-    except NotFoundError:
-        return 0, None
-    return _decode_boundary(result.body, key), result.etag
-
-
-async def read_boundary(store: ObjectStore, key: str) -> int:
-    """The boundary stored at ``key``: ids at or below it may have been deleted (0: none)."""
-    return (await _read_boundary(store, key))[0]
-
-
-async def advance_boundary(store: ObjectStore, key: str, to: int) -> int:
-    """Move the boundary at ``key`` up to ``to`` (never down); return where it stands.
-
-    A compare-and-swap on the boundary object, so concurrent movers never move it back.
-    """
-    for _ in range(_BOUNDARY_CHASES):
-        current, etag = await _read_boundary(store, key)
-        if current >= to:
-            return current
-        body = _frame(BOUNDARY_MAGIC, _encoder.encode(Boundary(to)))
-        mode: PutMode = "create" if etag is None else UpdateVersion(etag)
-        try:
-            await store.put(key, body, mode=mode)
-        except (AlreadyExistsError, PreconditionError):
-            continue  # another one moved it: look again
-        return to
-    raise TransientStoreError(f"the boundary {key!r} keeps moving")
-
-
-_ID_DIGITS: Final = frozenset("0123456789")
-
-
-def numbered_id(name: str, suffix: str) -> int | None:
-    """The id in a numbered object's name (20 ASCII digits, then ``suffix``); None for any
-    other name: a foreign object in the folder, never ours to read or touch. (``str.isdigit``
-    would accept any Unicode digit, and ``int`` would parse some of them.)"""
-    digits = name[:20]
-    if len(name) != 20 + len(suffix) or not name.endswith(suffix) or set(digits) - _ID_DIGITS:
-        return None
-    return int(digits)
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# The newest manifest each process has seen, per (store, root): ids never change once written,
-# so the cached manifest stays true; only "is it still the newest?" can go stale, and the next
-# create-if-absent answers that. Weak on the store, so a closed store's entry goes with it.
-_latest_seen: weakref.WeakKeyDictionary[object, dict[str, tuple[int, Manifest]]] = (
-    weakref.WeakKeyDictionary()
-)
-# The highest id a search has seen exist (a probe or a listing, without reading it), per (store,
-# root): a search that failed halfway (a transient error) resumes from there, not from scratch.
-_seen_to_exist: weakref.WeakKeyDictionary[object, dict[str, int]] = weakref.WeakKeyDictionary()
-
-# A cold search lists one page of this many keys; a longer history is searched with probes.
-_LIST_PAGE: Final = 1000
 # Warm probing reads forward this many ids before switching to a galloping search.
 _LINEAR_PROBES: Final = 4
 # How often a reader chases a boundary that moves while it reads, before giving up for now.
@@ -293,29 +188,35 @@ _BOUNDARY_CHASES: Final = 8
 
 
 class ManifestStore:
-    """The versioned manifests under ``root`` on a store: read, write, find the newest."""
+    """The versioned manifests under ``root`` on a store: read, write, find the newest.
 
-    def __init__(self, store: ObjectStore, root: str = "") -> None:
-        root = root.strip("/")
-        if root:
-            validate_key(root)
+    ``cache`` is what this process remembers of them (default: the store object's own, see
+    ``ManifestCache``)."""
+
+    def __init__(
+        self, store: ObjectStore, root: str = "", *, cache: ManifestCache | None = None
+    ) -> None:
+        self.root = check_root(root)
         self.store = store
-        self.root = root
-        self._dir = f"{root}/manifest/" if root else "manifest/"
-        self._boundary_key = f"{root}/manifest-boundary" if root else "manifest-boundary"
-        try:
-            self._cache = _latest_seen.setdefault(store, {})
-            self._floor = _seen_to_exist.setdefault(store, {})
-        except TypeError:  # a store that can't be weakly referenced: cache per ManifestStore
-            self._cache, self._floor = {}, {}
+        self._cache = cache_of(store) if cache is None else cache
+        self._names = manifest_versions(self.root)
+        self._versions = ObjectSequence(
+            store, self._names, seen=partial(self._cache.saw, self.root)
+        )
+        self.boundary_key = manifest_boundary_key(self.root)
+
+    @property
+    def cache(self) -> ManifestCache:
+        return self._cache
 
     def key(self, manifest_id: int) -> str:
         if manifest_id < 1:
             raise ValueError(f"manifest ids start at 1, got {manifest_id}")
-        return f"{self._dir}{manifest_id:020d}.manifest"
+        return self._names.key(manifest_id)
 
-    def _id_of(self, key: str) -> int | None:
-        return numbered_id(key[len(self._dir) :], ".manifest")
+    def id_of(self, key: str) -> int | None:
+        """The manifest id ``key`` names; None for any other key (a foreign object)."""
+        return self._names.id_of(key)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -337,7 +238,7 @@ class ManifestStore:
         key = self.key(manifest_id)
         result = await self.store.get(key)
         manifest = decode(result.body, key)
-        self._remember(manifest_id, manifest)
+        self._cache.remember(self.root, manifest_id, manifest)
         return manifest
 
     async def read_latest(
@@ -346,22 +247,22 @@ class ManifestStore:
         """The newest manifest and its id, or None if there is none yet.
 
         ``known`` is an id the caller knows existed; the search starts from it or from the
-        process-wide cache, whichever is newer. Costs O(1) requests when the newest is at or
-        near what this process last saw, O(log n) from cold, never a listing of the history.
+        cache, whichever is newer. Costs O(1) requests when the newest is at or near what this
+        process last saw, O(log n) from cold, never a listing of the history.
 
         Retention may have deleted what this process saw last: the answer is then checked
         against the boundary (one more request), and the search starts again above it.
         ``verify_boundary=False`` skips that check when nothing went missing, for a caller
         whose next step is a write (the write's own boundary check covers it).
         """
-        cached = self._cache.get(self.root)
-        start = max(known, cached[0] if cached else 0, self._floor.get(self.root, 0))
+        cached = self._cache.newest(self.root)
+        start = max(known, cached[0] if cached else 0, self._cache.seen_to_exist(self.root))
         try:
             if start:
                 found: tuple[int, Manifest] | None = await self._read_forward(start)
             else:
                 # Cold: the search itself ends at the newest id, as fresh as a probe would be.
-                newest = await self._find_newest_cold()
+                newest = await self._versions.newest_cold(self._cache.list_page)
                 found = (newest, await self.read_unchecked(newest)) if newest else None
         except NotFoundError:
             found = None  # an id we started from was deleted: retention ran meanwhile
@@ -390,7 +291,7 @@ class ManifestStore:
 
     async def _read_forward(self, start: int) -> tuple[int, Manifest]:
         """Read from ``start`` (which exists) to the newest id."""
-        cached = self._cache.get(self.root)
+        cached = self._cache.newest(self.root)
         latest_id, latest = cached if cached and cached[0] == start else (start, None)
         for _ in range(_LINEAR_PROBES):
             try:
@@ -401,59 +302,12 @@ class ManifestStore:
                 return latest_id, latest
             latest_id, latest = latest_id + 1, manifest
         # A long run of new versions: find the newest by galloping, then read it.
-        latest_id = await self._gallop(latest_id)
+        latest_id = await self._versions.newest_from(latest_id)
         return latest_id, await self.read_unchecked(latest_id)
-
-    async def _exists(self, manifest_id: int) -> bool:
-        try:
-            await self.store.head(self.key(manifest_id))
-        except NotFoundError:
-            return False
-        self._note_exists(manifest_id)
-        return True
-
-    def _note_exists(self, manifest_id: int) -> None:
-        if manifest_id > self._floor.get(self.root, 0):
-            self._floor[self.root] = manifest_id
-
-    async def _gallop(self, low: int) -> int:
-        """Given that ``low`` exists, the newest id: double until a miss, then bisect.
-        ~2·log2(n/low) HEAD requests."""
-        high = low * 2
-        while await self._exists(high):
-            low, high = high, high * 2
-        while high - low > 1:  # invariant: low exists, high does not
-            mid = (low + high) // 2
-            if await self._exists(mid):
-                low = mid
-            else:
-                high = mid
-        return low
-
-    async def _find_newest_cold(self) -> int:
-        """With nothing cached: list one page. A short history ends within it (its last id is
-        the newest); a longer one gives a lower bound to gallop from. 0: no manifest at all."""
-        highest = 0
-        count = 0
-        async with listing(self.store, self._dir) as metas:
-            async for meta in metas:
-                manifest_id = self._id_of(meta.key)
-                if manifest_id is not None:
-                    highest = max(highest, manifest_id)
-                    self._note_exists(manifest_id)
-                count += 1
-                if count >= _LIST_PAGE:
-                    return await self._gallop(highest) if highest else 0
-        return highest
-
-    def _remember(self, manifest_id: int, manifest: Manifest) -> None:
-        cached = self._cache.get(self.root)
-        if cached is None or cached[0] < manifest_id:
-            self._cache[self.root] = (manifest_id, manifest)
 
     def cached_latest(self) -> tuple[int, Manifest] | None:
         """The newest manifest this process has seen here, without I/O (may be stale)."""
-        return self._cache.get(self.root)
+        return self._cache.newest(self.root)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -484,7 +338,7 @@ class ManifestStore:
         if manifest_id <= await self.read_boundary():
             await self._discard(key)
             raise ManifestVersionExistsError(manifest_id, collected=True)
-        self._remember(manifest_id, manifest)
+        self._cache.remember(self.root, manifest_id, manifest)
 
     async def _discard(self, key: str) -> None:
         """Delete a recreation at or below the boundary; if that fails, the next collection
@@ -496,23 +350,14 @@ class ManifestStore:
 
     async def read_boundary(self) -> int:
         """The retention boundary: ids at or below it may have been deleted (0: none were)."""
-        return (await _read_boundary(self.store, self._boundary_key))[0]
+        return await read_boundary(self.store, self.boundary_key)
 
     async def advance_boundary(self, manifest_id: int) -> int:
         """Move the boundary up to ``manifest_id`` (never down); return where it stands.
         The caller must already know that ``manifest_id`` lies below the newest version."""
-        return await advance_boundary(self.store, self._boundary_key, manifest_id)
+        return await advance_boundary(self.store, self.boundary_key, manifest_id)
 
     async def collectable_ids(self, boundary: int) -> list[int]:
         """The manifest ids stored at or below ``boundary``, ascending (one listing, stopped at
         the first id above it)."""
-        ids: list[int] = []
-        async with listing(self.store, self._dir) as metas:
-            async for meta in metas:
-                manifest_id = self._id_of(meta.key)
-                if manifest_id is None:
-                    continue
-                if manifest_id > boundary:
-                    break
-                ids.append(manifest_id)
-        return ids
+        return await self._versions.ids_up_to(boundary)

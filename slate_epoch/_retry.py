@@ -1,4 +1,5 @@
-"""How long to wait between tries: exponential backoff with full jitter, slept on anyio.
+"""How long to wait between tries (exponential backoff with full jitter, slept on anyio), and
+the one deadline each operation runs under.
 
 The schedule comes from the ``backoff`` package's wait generators; its own async decorators
 call ``asyncio.sleep``, which would not run on trio, so we drive the generators ourselves.
@@ -7,15 +8,15 @@ call ``asyncio.sleep``, which would not run on trio, so we drive the generators 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import anyio
 import backoff
 import msgspec
 
-from ._errors import TransientStoreError
+from ._errors import OperationTimeoutError, TransientStoreError
 
-__all__ = ["Backoff", "Retrier"]
+__all__ = ["DEFAULT_BACKOFF", "DEFAULT_TIMEOUT", "Backoff", "Retrier", "with_deadline"]
 
 T = TypeVar("T")
 
@@ -70,3 +71,27 @@ class Retrier:
             except TransientStoreError as exc:
                 self.failed(exc)
                 await self.pause()
+
+
+DEFAULT_TIMEOUT: Final = 60.0
+DEFAULT_BACKOFF: Final = Backoff()
+
+
+async def with_deadline(
+    what: str,
+    timeout: float,
+    backoff: Backoff,
+    operation: Callable[[Retrier], Awaitable[T]],
+    *,
+    error: type[OperationTimeoutError] = OperationTimeoutError,
+) -> T:
+    """``await operation(retrier)`` within ``timeout`` seconds; past it, ``error`` saying that
+    ``what`` timed out, with the tries counted and the last error seen."""
+    retrier = Retrier(backoff)
+    with anyio.move_on_after(timeout):
+        return await operation(retrier)
+    raise error(
+        f"{what} timed out after {timeout} s",
+        attempts=retrier.attempts,
+        last_error=retrier.last_error,
+    )

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 
-from ._claim import DEFAULT_TIMEOUT, claim_epoch
+from ._claim import claim_epoch
 from ._errors import (
     FencedError,
     InvalidKeyError,
@@ -38,6 +38,7 @@ from ._errors import (
 from ._gc import collect_garbage
 from ._manifest import Manifest, ManifestStore, RoleClaim
 from ._open import open_store
+from ._retry import DEFAULT_TIMEOUT
 from ._store import ObjectStore
 
 __all__ = [

@@ -6,22 +6,15 @@ wrapped store is real; only the moment of interleaving is chosen by the test.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
+from typing import TypeVar
 
-from slate_epoch import (
-    GetResult,
-    ObjectMeta,
-    ObjectStore,
-    PutMode,
-    PutResult,
-    TransientStoreError,
-)
-from slate_epoch._store import Body, listing
+from slate_epoch import ObjectStore, TransientStoreError
+from slate_epoch.testing import ForwardingStore, Request
 
 Hook = Callable[[], Awaitable[object]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,11 +26,12 @@ class _Rule:
     times: int | None
 
 
-class Interposer:
-    """Forwards to ``inner``; creates under a prefix can trigger hooks and lost responses."""
+class Interposer(ForwardingStore):
+    """Forwards to ``inner`` (another store object: another process's view of the same
+    storage); creates under a prefix can trigger hooks and lost responses."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.creates = 0
         self._rules: list[_Rule] = []
 
@@ -64,45 +58,22 @@ class Interposer:
                 return rule
         return None
 
-    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
-        rule = self._take(key) if mode == "create" else None
-        if mode == "create":
-            self.creates += 1
+    async def forward(self, request: Request, perform: Callable[[], Awaitable[T]]) -> T:
+        if request.kind != "create":
+            return await perform()
+        self.creates += 1
+        rule = self._take(request.key)
         if rule and rule.before:
             await rule.before()
-        result = await self.inner.put(key, body, mode=mode)
+        result = await perform()
         if rule and rule.after:
             await rule.after()
         if rule and rule.lose_response:
-            raise TransientStoreError(f"test: response to create {key!r} lost")
+            raise TransientStoreError(f"test: response to create {request.key!r} lost")
         return result
 
-    async def get(self, key: str) -> GetResult:
-        return await self.inner.get(key)
-
-    async def head(self, key: str) -> ObjectMeta:
-        return await self.inner.head(key)
-
-    async def list(
-        self, prefix: str, *, start_after: str | None = None
-    ) -> AsyncIterator[ObjectMeta]:
-        async with listing(self.inner, prefix, start_after=start_after) as metas:
-            async for meta in metas:
-                yield meta
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        """The inner store is the test's, and stays open."""
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self) -> Interposer:
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -244,7 +244,10 @@ async def test_collection_runs_safely_beside_claims_and_updates(store: ObjectSto
             tg.start_soon(writer, "c", 3, "compactor")
         done.set()
     assert collections > 0
-    assert sorted(epochs) == list(range(1, len(epochs) + 1))  # distinct, none skipped
+    # Distinct. (Not necessarily without gaps: a claim that lands, is fenced by a rival's claim
+    # and collected before it can read the boundary back is told "conflict" and claims again.
+    # That it never costs an epoch when uncontended is the simulation's check 5.)
+    assert len(set(epochs)) == len(epochs)
     await collect_garbage(store, keep=1)
     latest = await ManifestStore(Interposer(store)).read_latest()
     assert latest is not None

@@ -23,7 +23,8 @@ from slate_epoch import (
     claim_epoch,
     collect_garbage,
 )
-from slate_epoch._manifest import FORMAT_VERSION, decode, encode
+from slate_epoch._framing import FORMAT_VERSION
+from slate_epoch._manifest import decode, encode
 from slate_epoch.backends.memory import MemoryStore
 from slate_epoch.testing import FaultyStore
 from tests.interpose import Interposer

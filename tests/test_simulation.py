@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 import trio._core._run as trio_run
 
-from slate_epoch import _claim, _simulation
-from slate_epoch.testing import SimulationConfig, SimulationReport, simulate
+from slate_epoch import _claim
+from slate_epoch.testing import SimulationConfig, SimulationReport, _simulation, simulate
+from slate_epoch.testing._simulation import run as simulation_run
 from tests.simulation.breakages import BREAKAGES, Breakage
 
 SEEDS_PER_CHUNK = 500
@@ -97,7 +98,7 @@ def test_a_seed_replays_exactly_in_another_process() -> None:
 def test_trio_scheduling_order_is_part_of_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tasks often wake at the same instant, so trio's shuffle of its run queue matters; the
     simulation seeds it, and a differently seeded shuffle records other histories."""
-    original = _simulation._deterministic_trio
+    original = simulation_run.deterministic_trio
 
     @contextlib.contextmanager
     def other_shuffle(seed: int) -> Iterator[None]:
@@ -106,7 +107,7 @@ def test_trio_scheduling_order_is_part_of_the_seed(monkeypatch: pytest.MonkeyPat
 
     seeds = range(10)
     expected = [simulate(seed).history.fingerprint() for seed in seeds]
-    monkeypatch.setattr(_simulation, "_deterministic_trio", other_shuffle)
+    monkeypatch.setattr(simulation_run, "deterministic_trio", other_shuffle)
     reshuffled = [simulate(seed).history.fingerprint() for seed in seeds]
     assert sum(a != b for a, b in zip(expected, reshuffled, strict=True)) >= 3
 

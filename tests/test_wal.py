@@ -19,7 +19,7 @@ from slate_epoch import (
     claim_epoch,
     read_wal,
 )
-from slate_epoch._manifest import advance_boundary
+from slate_epoch._boundary import advance_boundary
 from slate_epoch._wal import encode_entry
 from slate_epoch.testing import FaultyStore
 from tests.interpose import Interposer

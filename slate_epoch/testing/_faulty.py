@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Literal, Self, TypeAlias
+from typing import Final, Literal, TypeAlias, TypeVar
 
 import anyio
 
 from .._errors import TransientStoreError
-from .._store import (
-    Body,
-    GetResult,
-    ObjectMeta,
-    ObjectStore,
-    PutMode,
-    PutResult,
-    UpdateVersion,
-    listing,
-)
+from .._store import ObjectStore
+from ._forwarding import OPERATIONS, ForwardingStore, Operation, Request
 
 __all__ = ["OPERATIONS", "FaultAction", "FaultyStore", "Operation"]
 
 
-Operation: TypeAlias = Literal["get", "head", "put", "list", "delete"]
 FaultAction: TypeAlias = Literal["lost", "error"]
-OPERATIONS: Final[tuple[Operation, ...]] = ("get", "head", "put", "list", "delete")
+T = TypeVar("T")
 _PUT_MODES: Final = ("create", "overwrite", "update")
 
 
@@ -39,13 +29,13 @@ class _Scripted:
     prefix: str | None
     times: int
 
-    def matches(self, op: Operation, mode: str | None, key: str) -> bool:
+    def matches(self, op: Operation, mode: str, key: str) -> bool:
         if self.op is not None and self.op not in (op, mode):
             return False
         return self.prefix is None or key.startswith(self.prefix)
 
 
-class FaultyStore:
+class FaultyStore(ForwardingStore):
     """An ``ObjectStore`` that forwards to ``inner`` and injects faults.
 
     - ``lost_response_rate``: chance that an operation is performed and then reported as a
@@ -80,7 +70,7 @@ class FaultyStore:
         unknown = set(ops or ()) - set(OPERATIONS)
         if unknown:
             raise ValueError(f"unknown operations {sorted(unknown)}; known: {OPERATIONS}")
-        self.inner = inner
+        super().__init__(inner)
         self.seed = seed
         self.lost_response_rate = lost_response_rate
         self.error_rate = error_rate
@@ -110,7 +100,18 @@ class FaultyStore:
             raise ValueError("times must be >= 1")
         self._script.append(_Scripted(action, op, prefix, times))
 
-    async def _before(self, op: Operation, key: str, mode: str | None = None) -> FaultAction | None:
+    async def forward(self, request: Request, perform: Callable[[], Awaitable[T]]) -> T:
+        """Count the call, sleep the latency, decide its fault: an error stops it before it is
+        performed; a lost response is raised after it was."""
+        fault = await self._before(request.op, request.key, request.kind)
+        result = await perform()
+        if fault == "lost":
+            raise TransientStoreError(
+                f"injected lost response on {request.op} {request.key!r} (it was performed)"
+            )
+        return result
+
+    async def _before(self, op: Operation, key: str, mode: str) -> FaultAction | None:
         """Count the call, sleep the latency, and decide its fault (None: none)."""
         self.counts[op] += 1
         latency = self.latency
@@ -133,7 +134,7 @@ class FaultyStore:
             raise TransientStoreError(f"injected error on {op} {key!r}")
         return fault
 
-    def _scripted(self, op: Operation, mode: str | None, key: str) -> FaultAction | None:
+    def _scripted(self, op: Operation, mode: str, key: str) -> FaultAction | None:
         for entry in self._script:
             if entry.matches(op, mode, key):
                 entry.times -= 1
@@ -141,60 +142,3 @@ class FaultyStore:
                     self._script.remove(entry)
                 return entry.action
         return None
-
-    @staticmethod
-    def _lost(op: Operation, key: str) -> TransientStoreError:
-        return TransientStoreError(f"injected lost response on {op} {key!r} (it was performed)")
-
-    async def get(self, key: str) -> GetResult:
-        fault = await self._before("get", key)
-        result = await self.inner.get(key)
-        if fault == "lost":
-            raise self._lost("get", key)
-        return result
-
-    async def head(self, key: str) -> ObjectMeta:
-        fault = await self._before("head", key)
-        result = await self.inner.head(key)
-        if fault == "lost":
-            raise self._lost("head", key)
-        return result
-
-    async def put(self, key: str, body: Body, *, mode: PutMode = "overwrite") -> PutResult:
-        mode_name = "update" if isinstance(mode, UpdateVersion) else mode
-        fault = await self._before("put", key, mode_name)
-        result = await self.inner.put(key, body, mode=mode)
-        if fault == "lost":
-            raise self._lost("put", key)
-        return result
-
-    async def list(
-        self, prefix: str, *, start_after: str | None = None
-    ) -> AsyncIterator[ObjectMeta]:
-        fault = await self._before("list", prefix)
-        if fault == "lost":  # a listing whose response never arrived: the caller sees nothing
-            raise self._lost("list", prefix)
-        async with listing(self.inner, prefix, start_after=start_after) as metas:
-            async for meta in metas:
-                yield meta
-
-    async def delete(self, key: str) -> None:
-        fault = await self._before("delete", key)
-        await self.inner.delete(key)
-        if fault == "lost":
-            raise self._lost("delete", key)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.inner.__aexit__(exc_type, exc, tb)

@@ -8,46 +8,80 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 import pytest
 
 from slate_epoch import _claim, _wal
+from slate_epoch._boundary import read_boundary
 from slate_epoch._claim import EpochHandle
 from slate_epoch._errors import ManifestVersionExistsError, TransientStoreError
-from slate_epoch._manifest import Manifest, ManifestStore, encode, read_boundary
+from slate_epoch._manifest import Manifest, ManifestStore, encode
 from slate_epoch._retry import Retrier
-from slate_epoch._simulation import Violation
+from slate_epoch._sequence import ObjectSequence
 from slate_epoch._store import ObjectStore
 from slate_epoch._wal import WalWriter
+from slate_epoch.testing import Violation
 
 Newest = tuple[int, Manifest] | None
-Create = Callable[[ManifestStore, int, Manifest, str, Retrier], Awaitable[tuple[bool, Newest]]]
+
+
+class Create(Protocol):
+    def __call__(
+        self,
+        manifests: ManifestStore,
+        manifest_id: int,
+        manifest: Manifest,
+        role: str,
+        retrier: Retrier,
+        *,
+        base: Manifest | None = None,
+    ) -> Awaitable[tuple[bool, Newest]]: ...
+
 
 _create: Create = _claim._create
 _accept = EpochHandle._accept
 
 
 async def create_trusting_any_conflict(
-    manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, retrier: Retrier
+    manifests: ManifestStore,
+    manifest_id: int,
+    manifest: Manifest,
+    role: str,
+    retrier: Retrier,
+    *,
+    base: Manifest | None = None,
 ) -> tuple[bool, Newest]:
     """``_create`` that skips the claim-id check: whatever write took the id is taken to be
     ours."""
-    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier)
+    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier, base=base)
     return (True, newest) if newest is not None else (landed, newest)  # BUG: ignores `landed`
 
 
 async def create_never_recognising_its_own(
-    manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, retrier: Retrier
+    manifests: ManifestStore,
+    manifest_id: int,
+    manifest: Manifest,
+    role: str,
+    retrier: Retrier,
+    *,
+    base: Manifest | None = None,
 ) -> tuple[bool, Newest]:
     """``_create`` as SlateDB first had it: every conflict is a rival's, so a lost response
     costs an extra epoch (safe, but invariant 5 is broken)."""
-    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier)
+    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier, base=base)
     return (False, newest) if newest is not None else (landed, newest)  # BUG
 
 
 async def create_without_rereading(
-    manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, retrier: Retrier
+    manifests: ManifestStore,
+    manifest_id: int,
+    manifest: Manifest,
+    role: str,
+    retrier: Retrier,
+    *,
+    base: Manifest | None = None,
 ) -> tuple[bool, Newest]:
     """``_create`` that, when a conflict follows a resend, returns success without reading
     anything: "we sent it before, so it must be ours". Wrong when the first send was never
@@ -57,7 +91,7 @@ async def create_without_rereading(
     while True:
         retrier.attempts += 1
         try:
-            await manifests.write_bytes(manifest_id, data, manifest)
+            await manifests.write_bytes(manifest_id, data, manifest, resend=resent)
         except TransientStoreError as exc:
             retrier.failed(exc)
             resent = True
@@ -69,7 +103,8 @@ async def create_without_rereading(
                 return True, None  # BUG: success without re-reading
             break
         return True, None
-    return await _create(manifests, manifest_id, manifest, role, retrier)  # the honest path
+    # the honest path
+    return await _create(manifests, manifest_id, manifest, role, retrier, base=base)
 
 
 def claims_only(broken: Create) -> Create:
@@ -77,10 +112,17 @@ def claims_only(broken: Create) -> Create:
     ``_create`` for the handle's."""
 
     async def create(
-        manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, r: Retrier
+        manifests: ManifestStore,
+        manifest_id: int,
+        manifest: Manifest,
+        role: str,
+        retrier: Retrier,
+        *,
+        base: Manifest | None = None,
     ) -> tuple[bool, Newest]:
         is_claim = any(claim.claim_id == manifest.write_id for claim in manifest.roles)
-        return await (broken if is_claim else _create)(manifests, manifest_id, manifest, role, r)
+        chosen = broken if is_claim else _create
+        return await chosen(manifests, manifest_id, manifest, role, retrier, base=base)
 
     return create
 
@@ -102,7 +144,7 @@ async def write_bytes_overwriting(
 ) -> None:
     """``ManifestStore.write_bytes`` with a plain overwrite instead of create-if-absent."""
     await self.store.put(self.key(manifest_id), data, mode="overwrite")  # BUG: not "create"
-    self._remember(manifest_id, manifest)
+    self.cache.remember(self.root, manifest_id, manifest)
 
 
 # -- retention ----------------------------------------------------------------------------------
@@ -147,14 +189,14 @@ async def collectable_ids_one_too_many(self: ManifestStore, boundary: int) -> li
 
 # -- the write-ahead log ------------------------------------------------------------------------
 
-_first_free = _wal._Log.first_free
+_first_free = ObjectSequence.first_free
 _trim = WalWriter.trim
 _refresh = EpochHandle.refresh
 
 
-async def first_free_after_skipping_one(self: _wal._Log, after: int) -> int:
-    """``_Log.first_free`` that answers one id too far: ``fence_wal`` leaves a gap below its
-    fence."""
+async def first_free_after_skipping_one(self: ObjectSequence, after: int) -> int:
+    """``ObjectSequence.first_free`` (used by the log only) that answers one id too far:
+    ``fence_wal`` leaves a gap below its fence."""
     return await _first_free(self, after) + 1  # BUG
 
 
@@ -163,7 +205,7 @@ async def step_over_without_refreshing(
 ) -> None:
     """``WalWriter._someone_else_at`` that steps over whatever holds the id, without refreshing
     the manifest first: an old writer steps over a newer epoch's fence and appends on."""
-    self._next = entry_id + 1  # BUG: no `await self._handle.refresh()`, no epoch check
+    self._next = entry_id + 1  # BUG: no `await self._holder.refresh()`, no epoch check
 
 
 async def trim_marked(self: WalWriter, *, timeout: float | None = None) -> int:
@@ -278,7 +320,7 @@ BREAKAGES = [
     Breakage(
         "fence_wal skips one free id (a gap below the fence)",
         lambda monkeypatch: monkeypatch.setattr(
-            _wal._Log, "first_free", first_free_after_skipping_one
+            ObjectSequence, "first_free", first_free_after_skipping_one
         ),
         _check(6),
         "check 6",

@@ -1,0 +1,89 @@
+"""Where everything lives on the store, under a root: the one place that names keys.
+
+::
+
+    {root}/manifest/{id:020d}.manifest    the manifest versions (ids from 1, contiguous)
+    {root}/manifest-boundary              retention's boundary for them
+    {root}/wal/{id:020d}.wal              the write-ahead log (entries and fences)
+    {root}/wal-boundary                   the log's trim boundary
+
+Ids are 20 ASCII digits; any other name in those folders is a foreign object, never read,
+counted or deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from ._store import validate_key
+
+__all__ = [
+    "Numbered",
+    "check_root",
+    "log_boundary_key",
+    "log_entries",
+    "manifest_boundary_key",
+    "manifest_versions",
+    "numbered_id",
+]
+
+_DIGITS: Final = frozenset("0123456789")
+_WIDTH: Final = 20
+
+
+def check_root(root: str) -> str:
+    """``root`` without surrounding ``/``; ``InvalidKeyError`` if no key can start with it."""
+    root = root.strip("/")
+    if root:
+        validate_key(root)
+    return root
+
+
+def numbered_id(name: str, suffix: str) -> int | None:
+    """The id in a numbered object's name (20 ASCII digits, then ``suffix``); None for any
+    other name. (``str.isdigit`` would accept any Unicode digit, and ``int`` parse some.)"""
+    digits = name[:_WIDTH]
+    if len(name) != _WIDTH + len(suffix) or not name.endswith(suffix) or set(digits) - _DIGITS:
+        return None
+    return int(digits)
+
+
+@dataclass(frozen=True)
+class Numbered:
+    """The names of a folder of numbered objects: ``{folder}{id:020d}{suffix}``."""
+
+    folder: str  # ends with "/"
+    suffix: str
+
+    def key(self, object_id: int) -> str:
+        if object_id < 1:
+            raise ValueError(f"ids start at 1, got {object_id}")
+        return f"{self.folder}{object_id:0{_WIDTH}d}{self.suffix}"
+
+    def id_of(self, key: str) -> int | None:
+        """The id ``key`` names in this folder; None for anything else."""
+        if not key.startswith(self.folder):
+            return None
+        return numbered_id(key[len(self.folder) :], self.suffix)
+
+
+def _under(root: str, name: str) -> str:
+    root = check_root(root)
+    return f"{root}/{name}" if root else name
+
+
+def manifest_versions(root: str) -> Numbered:
+    return Numbered(_under(root, "manifest") + "/", ".manifest")
+
+
+def manifest_boundary_key(root: str) -> str:
+    return _under(root, "manifest-boundary")
+
+
+def log_entries(root: str) -> Numbered:
+    return Numbered(_under(root, "wal") + "/", ".wal")
+
+
+def log_boundary_key(root: str) -> str:
+    return _under(root, "wal-boundary")

@@ -1,0 +1,104 @@
+"""A folder of numbered objects: ``{folder}{id:020d}{suffix}``, ids contiguous from 1.
+
+Manifest versions and log entries are both such sequences: each id is written once with
+create-if-absent, and ids above the retention boundary have no gaps. So the newest id can be
+found with O(log n) probes (double until a miss, then bisect), and so can the first free one,
+without ever listing a long history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._errors import NotFoundError
+from ._layout import Numbered
+from ._store import ObjectStore, listing
+
+__all__ = ["ObjectSequence"]
+
+
+class ObjectSequence:
+    """The numbered objects ``names`` names on ``store``.
+
+    ``seen(id)`` is called for every id a probe or a listing finds to exist (a cache may keep
+    the highest, to resume a search that failed halfway).
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        names: Numbered,
+        *,
+        seen: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.names = names
+        self._seen = seen
+
+    def key(self, object_id: int) -> str:
+        return self.names.key(object_id)
+
+    async def exists(self, object_id: int) -> bool:
+        try:
+            await self.store.head(self.key(object_id))
+        except NotFoundError:
+            return False
+        if self._seen is not None:
+            self._seen(object_id)
+        return True
+
+    async def newest_from(self, low: int) -> int:
+        """Given that ``low`` exists, the newest id: double until a miss, then bisect.
+        ~2·log2(n/low) HEAD requests."""
+        high = low * 2
+        while await self.exists(high):
+            low, high = high, high * 2
+        return await self._bisect(low, high)
+
+    async def first_free(self, after: int) -> int:
+        """The first free id above ``after`` (which exists, or is 0): ~2·log2(ids since
+        ``after``) HEAD requests."""
+        low, step = after, 1
+        while await self.exists(after + step):
+            low, step = after + step, step * 2
+        return await self._bisect(low, after + step) + 1
+
+    async def _bisect(self, low: int, high: int) -> int:
+        """The newest id, knowing that ``low`` exists (or is the floor) and ``high`` does not."""
+        while high - low > 1:
+            mid = (low + high) // 2
+            if await self.exists(mid):
+                low = mid
+            else:
+                high = mid
+        return low
+
+    async def newest_cold(self, page: int) -> int:
+        """With nothing known: list one page. A short history ends within it (its last id is
+        the newest); a longer one gives a lower bound to gallop from. 0: no object at all."""
+        highest = 0
+        count = 0
+        async with listing(self.store, self.names.folder) as metas:
+            async for meta in metas:
+                object_id = self.names.id_of(meta.key)
+                if object_id is not None:
+                    highest = max(highest, object_id)
+                    if self._seen is not None:
+                        self._seen(object_id)
+                count += 1
+                if count >= page:
+                    return await self.newest_from(highest) if highest else 0
+        return highest
+
+    async def ids_up_to(self, last: int) -> list[int]:
+        """The stored ids at or below ``last``, ascending (one listing, stopped past it)."""
+        ids: list[int] = []
+        async with listing(self.store, self.names.folder) as metas:
+            async for meta in metas:
+                object_id = self.names.id_of(meta.key)
+                if object_id is None:
+                    continue
+                if object_id > last:
+                    break
+                ids.append(object_id)
+        return ids

@@ -1,0 +1,84 @@
+"""The simulation's settings, and where its root's objects live."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..._layout import log_boundary_key, log_entries, manifest_boundary_key, manifest_versions
+
+__all__ = [
+    "BOUNDARY_KEY",
+    "DEFAULT_CONFIG",
+    "LOG",
+    "LOG_BOUNDARY_KEY",
+    "MANIFESTS",
+    "ROOT",
+    "SimulationConfig",
+    "replay_command",
+]
+
+ROOT: Final = "sim"
+MANIFESTS: Final = manifest_versions(ROOT)
+LOG: Final = log_entries(ROOT)
+BOUNDARY_KEY: Final = manifest_boundary_key(ROOT)
+LOG_BOUNDARY_KEY: Final = log_boundary_key(ROOT)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """The ranges a seed draws from. ``replay_command`` names every field that differs from
+    these defaults, so a replay uses the same ranges."""
+
+    min_writers: int = 2
+    max_writers: int = 16
+    max_fault_rate: float = 0.3  # per process: lost-response and error rates each in [0, this]
+    max_late_rate: float = 0.1  # per process: creates whose request lands after the timeout
+    max_latency: float = 0.05  # seconds; per process, latency drawn from [0, up to this]
+    max_updates: int = 5  # per claim: 0..this updates (or refreshes, or log steps)
+    compactor_rate: float = 0.25  # chance that a writer claims "compactor" instead of "writer"
+    crash_rate: float = 0.3  # chance that a life of a writer (or collector) ends in a crash
+    restart_rate: float = 0.7  # chance that a crashed writer (or collector) starts again
+    max_restarts: int = 3
+    # A scale model of the cold search: the library lists one page of 1,000 keys, then gallops;
+    # the simulation runs it with pages this small, so that short histories cross a page.
+    list_page: int = 16
+    long_history_rate: float = 0.1  # chance that the store starts with a history of ...
+    long_history: int = 200  # ... between half a page and this many manifests
+    deadline: float = 3600.0  # simulated seconds: a seed still running then has hung
+    # The write-ahead log: the chance that a claim of the "writer" role goes on to fence the log
+    # and append (a fenced writer's next claim draws again).
+    wal_rate: float = 0.5
+    # Retention: each of up to ``max_collectors`` collectors runs with this chance; a life of
+    # one runs 1..``max_collections`` collections, each with ``keep`` drawn from 1..``max_keep``.
+    max_collectors: int = 2
+    collector_rate: float = 0.5
+    max_collections: int = 6
+    max_keep: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_writers <= self.max_writers:
+            raise ValueError("need 1 <= min_writers <= max_writers")
+        if not 0.0 <= self.max_fault_rate <= 0.5:
+            raise ValueError("max_fault_rate must be within [0, 0.5]")
+        if self.max_keep < 1 or self.max_collections < 1:
+            raise ValueError("need max_keep >= 1 and max_collections >= 1")
+
+    def changed(self) -> dict[str, Any]:
+        """The fields that differ from the defaults."""
+        default = SimulationConfig()
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
+
+
+DEFAULT_CONFIG: Final = SimulationConfig()
+
+
+def replay_command(seed: int, config: SimulationConfig = DEFAULT_CONFIG) -> str:
+    """The one-line shell command that replays ``seed`` and prints its history."""
+    extra = "".join(f" --set {name}={value}" for name, value in config.changed().items())
+    return f"python -m slate_epoch.testing replay --seed {seed}{extra}"

@@ -1,0 +1,265 @@
+"""What a seed did: every operation, every store call, and the store's state along the way."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..._boundary import decode_boundary
+from ..._errors import ManifestError, WalError
+from ..._manifest import decode
+from ..._wal import decode_entry
+from .config import BOUNDARY_KEY, LOG, LOG_BOUNDARY_KEY, SimulationConfig
+
+__all__ = ["CURRENT_OP", "Call", "History", "OpRecord", "current_op", "show_wal", "state_tokens"]
+
+
+@dataclass(slots=True)
+class OpRecord:
+    """One call of ``claim_epoch``, ``EpochHandle.update``/``refresh``/``fence_wal``/
+    ``mark_replayed``, ``WalWriter.append``/``trim``, or ``collect_garbage``.
+
+    ``kind`` is ``claim``, ``update``, ``refresh``, ``fence``, ``append``, ``mark``, ``trim``
+    or ``gc``. ``start_seq``/``end_seq`` place it among the store calls (``History.calls``).
+    ``outcome`` is ``"ok"``, the exception's class name, ``"crashed"`` (cancelled by a
+    simulated crash) or ``"cancelled"`` (cancelled by anything else: the seed's deadline).
+    ``epoch`` and ``claim_id`` are the handle's (for a claim: the handle it returned);
+    ``manifest_id`` is the handle's after the operation (the newest version it has seen, which
+    may lie above the one it wrote; for ``gc``: the boundary it reported); ``write_id`` is the
+    write id of the manifest ``update`` (or ``mark_replayed``) returned. ``token`` is the
+    update's token, or the append's payload. ``entry_id`` is the log id ``append`` returned, the
+    fence id ``fence_wal`` returned, or the id ``mark_replayed`` was asked to mark; ``count``
+    what ``trim`` or ``gc`` deleted; ``keep`` the collection's ``keep``.
+    """
+
+    index: int
+    actor: str
+    kind: str
+    role: str
+    timeout: float
+    start_seq: int
+    start_time: float
+    end_seq: int = -1
+    end_time: float = math.nan
+    outcome: str = "running"
+    detail: str = ""
+    epoch: int = 0
+    claim_id: str = ""
+    manifest_id: int = 0
+    write_id: str = ""
+    token: bytes = b""
+    entry_id: int = 0
+    count: int = 0
+    keep: int = 0
+    lost: int = 0  # faults injected during the operation, by kind
+    errors: int = 0
+    late: int = 0
+
+
+@dataclass(slots=True)
+class Call:
+    """One call that reached the shared store through a wire. ``op`` is the index of the
+    operation that issued it (-1: none). ``result`` is ``ok``, ``missing`` (NotFoundError),
+    ``landed`` (a put that wrote), ``own`` (a create that found these same bytes already
+    there), ``exists`` (a create that found other bytes), ``stale`` (a compare-and-swap that
+    found another version), ``late`` (a create whose caller was told "timed out" and whose
+    request is still in flight), ``deleted`` or ``absent`` (a delete that removed an object,
+    or found none)."""
+
+    seq: int
+    time: float
+    op: int
+    kind: str  # get head create overwrite update list delete
+    key: str
+    result: str
+    body: bytes | None = None
+
+
+@dataclass
+class History:
+    """Everything a seed did, in order, and the final store.
+
+    Every object under the root is written through a wire (or by the prehistory), and every
+    put and delete takes effect atomically with its record: so ``current`` is exactly what the
+    store holds at each point of the history, and ``first_seen`` the version of each manifest id
+    that is part of the history (its first create: an id is first created only once every lower
+    id exists, so never at or below the boundary; a later create at the same id can only follow
+    its deletion, and is a stale writer's *recreation*).
+    """
+
+    seed: int
+    config: SimulationConfig
+    writers: int = 0
+    collectors: int = 0
+    ops: list[OpRecord] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    events: list[tuple[int, float, str]] = field(default_factory=list)  # crash, restart, ...
+    # manifest id -> (bytes, etag) of its first create: the version that is in the history
+    first_seen: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+    # manifest id -> what the store holds there now (None: deleted)
+    current: dict[int, tuple[bytes, str] | None] = field(default_factory=dict)
+    # observations that contradicted ``current``: (manifest id, seq, what differed)
+    changed: list[tuple[int, int, str]] = field(default_factory=list)
+    # first creates of manifest ids (the history's versions): (seq, op, manifest id)
+    landings: list[tuple[int, int, int]] = field(default_factory=list)
+    # creates at an id that had been created and deleted before: (seq, op, manifest id)
+    recreations: list[tuple[int, int, int]] = field(default_factory=list)
+    # deletes that removed a manifest: (seq, op, manifest id, the boundary at that moment)
+    deletions: list[tuple[int, int, int, int]] = field(default_factory=list)
+    boundary: int = 0  # the retention boundary the store holds now
+    boundary_moves: list[tuple[int, int]] = field(default_factory=list)  # (seq, new value)
+    wal_boundary: int = 0  # the log's trim boundary the store holds now
+    wal_boundary_moves: list[tuple[int, int]] = field(default_factory=list)  # (seq, new value)
+    # log objects written: (seq, op, log id, body); deleted: (..., the log boundary then)
+    wal_landings: list[tuple[int, int, int, bytes]] = field(default_factory=list)
+    wal_deletions: list[tuple[int, int, int, int]] = field(default_factory=list)
+    wal_current: dict[int, bytes | None] = field(default_factory=dict)
+    # the final store: the manifest folder (key -> (bytes, etag)), the boundary object, the log
+    final: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    final_boundary: bytes | None = None
+    final_wal: dict[str, bytes] = field(default_factory=dict)
+    # read_wal from the newest manifest's replay point: (id, epoch, data), or the error it raised
+    final_log: list[tuple[int, int, bytes]] = field(default_factory=list)
+    final_log_error: str = ""
+    hung: bool = False
+    end_time: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)
+    _seq: int = 0
+
+    def tick(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def observe(self, manifest_id: int, body: bytes | None, etag: str, seq: int) -> None:
+        """A read found ``body`` (None: a head) and ``etag`` at ``manifest_id``."""
+        now = self.current.get(manifest_id)
+        if now is None:
+            what = "deleted" if manifest_id in self.first_seen else "never created"
+            self.changed.append((manifest_id, seq, f"read while {what}"))
+        elif body is not None and body != now[0]:
+            self.changed.append((manifest_id, seq, "bytes"))
+        elif etag != now[1]:
+            self.changed.append((manifest_id, seq, f"etag {now[1]} -> {etag}"))
+
+    def landed(self, manifest_id: int, body: bytes, etag: str, seq: int, op: int) -> None:
+        """A put wrote ``body`` at ``manifest_id``."""
+        if self.current.get(manifest_id) is not None:
+            self.changed.append((manifest_id, seq, "overwritten"))
+        self.current[manifest_id] = (body, etag)
+        if manifest_id in self.first_seen:
+            self.recreations.append((seq, op, manifest_id))
+        else:
+            self.first_seen[manifest_id] = (body, etag)
+            self.landings.append((seq, op, manifest_id))
+
+    def deleted(self, manifest_id: int, seq: int, op: int) -> None:
+        self.current[manifest_id] = None
+        self.deletions.append((seq, op, manifest_id, self.boundary))
+
+    def moved_boundary(self, key: str, body: bytes, seq: int) -> None:
+        """A put wrote ``body`` to a boundary object (the manifests' or the log's)."""
+        try:
+            value = decode_boundary(body, key)
+        except ManifestError:
+            value = -1  # checks 1 and 6 report it as moving back
+        if key == BOUNDARY_KEY:
+            self.boundary = value
+            self.boundary_moves.append((seq, value))
+        else:
+            self.wal_boundary = value
+            self.wal_boundary_moves.append((seq, value))
+
+    def trace(self) -> list[str]:
+        """The history as text, one line per operation boundary, store call and event, in
+        order. Random claim and write ids are renamed ``#1``, ``#2``... in order of first
+        appearance, and wall-clock fields dropped, so two runs of one seed trace identically."""
+        names: dict[str, str] = {}
+
+        def name(random_id: str) -> str:
+            return names.setdefault(random_id, f"#{len(names) + 1}")
+
+        def show(key: str, body: bytes) -> str:
+            if LOG.id_of(key) is not None:
+                return show_wal(body, key)
+            if key in (BOUNDARY_KEY, LOG_BOUNDARY_KEY):
+                try:
+                    return f"boundary={decode_boundary(body, key)}"
+                except ManifestError as exc:
+                    return f"<undecodable: {exc}>"
+            try:
+                m = decode(body)
+            except ManifestError as exc:
+                return f"<undecodable: {exc}>"
+            roles = " ".join(f"{c.role}={c.epoch}{name(c.claim_id)}" for c in m.roles)
+            replay = f" replay_after={m.replay_after}" if m.replay_after else ""
+            return f"[{roles}] state={state_tokens(m.state)}{replay} write={name(m.write_id)}"
+
+        rows: list[tuple[int, str]] = []
+        for op in self.ops:
+            what = f"{op.kind} {op.role}"
+            if op.kind == "gc":
+                what = f"gc keep={op.keep}"
+            elif op.kind != "claim":
+                what += f"@{op.epoch}{name(op.claim_id)}"
+            if op.token:
+                what += f" +{op.token.decode()}"
+            if op.kind == "mark":
+                what += f" ->{op.entry_id}"
+            rows.append((op.start_seq, f"{op.start_time:.9f} op{op.index} {op.actor} {what}"))
+            result = op.outcome + (f" ({op.detail})" if op.detail else "")
+            if op.outcome == "ok":
+                if op.kind == "claim":
+                    result += f" epoch={op.epoch}{name(op.claim_id)} newest={op.manifest_id}"
+                elif op.kind in ("update", "mark"):
+                    result += f" write={name(op.write_id)} newest={op.manifest_id}"
+                elif op.kind in ("fence", "append"):
+                    result += f" id={op.entry_id}"
+                elif op.kind == "trim":
+                    result += f" deleted={op.count}"
+                elif op.kind == "gc":
+                    result += f" boundary={op.manifest_id} deleted={op.count}"
+            faults = f" lost={op.lost} errors={op.errors} late={op.late}"
+            rows.append((op.end_seq, f"{op.end_time:.9f} op{op.index} end {result}{faults}"))
+        for call in self.calls:
+            text = f"{call.time:.9f} op{call.op} {call.kind} {call.key} {call.result}"
+            if call.body is not None and call.result in ("landed", "late"):
+                text += " " + show(call.key, call.body)
+            rows.append((call.seq, text))
+        for seq, at, text in self.events:
+            rows.append((seq, f"{at:.9f} {text}"))
+        rows.sort(key=lambda row: row[0])
+        return [text for _, text in rows]
+
+    def fingerprint(self) -> str:
+        """A digest of ``trace()``: equal for two runs that did the same thing."""
+        digest = hashlib.sha256()
+        for line in self.trace():
+            digest.update(line.encode())
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+
+def state_tokens(state: bytes) -> list[bytes]:
+    return [token for token in state.split(b";") if token]
+
+
+def show_wal(body: bytes, key: str) -> str:
+    try:
+        entry = decode_entry(body, key, 1)
+    except (WalError, ManifestError) as exc:
+        return f"<undecodable: {exc}>"
+    return "fence" if entry is None else f"entry epoch={entry.epoch} {entry.data.decode()}"
+
+
+# The operation the current task is performing: store calls and faults are charged to it.
+CURRENT_OP: contextvars.ContextVar[OpRecord | None] = contextvars.ContextVar(
+    "slate_epoch_simulation_op", default=None
+)
+
+
+def current_op() -> int:
+    record = CURRENT_OP.get()
+    return -1 if record is None else record.index
