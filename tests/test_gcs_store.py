@@ -828,12 +828,13 @@ def _service_account_file(folder: Path, key_pem: str, token_uri: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_application_default_credentials_sign_every_request(
     tmp_path: Path, private_key_pem: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FAKE SERVER (token endpoint and storage): GOOGLE_APPLICATION_CREDENTIALS names a
-    service-account key; google-auth trades a signed JWT for a token once, and every storage
-    request carries it."""
+    service-account key; google-auth trades a signed JWT for a token once (in a worker thread,
+    on asyncio and trio alike), and every storage request carries it."""
     seen: list[Received] = []
 
     async def google(stream: SocketStream) -> None:
@@ -860,6 +861,34 @@ async def test_application_default_credentials_sign_every_request(
                     assert (got.body, got.etag) == (b"hello", "7")
     assert [r.path for r in seen] == ["/token"] + ["/storage/v1/b/bucket/o/k"] * 3
     assert b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer" in seen[0].body
+
+
+async def test_credentials_given_as_an_argument_are_used_instead_of_adc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FAKE SERVER: a google-auth Credentials object passed to the constructor (here one with a
+    fixed token) signs the requests; no credential lookup happens."""
+    from google.oauth2.credentials import Credentials
+
+    seen: list[Received] = []
+
+    async def storage(stream: SocketStream) -> None:
+        async with stream:
+            seen.append(await _read_request(stream))
+            await stream.send(_answer(200, b'{"name": "k", "size": "3", "generation": "9"}'))
+
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/never-read.json")
+    async with _serve(storage) as endpoint:
+        credentials = Credentials(token="fixed-token")  # type: ignore[no-untyped-call]
+        async with GCSStore("bucket", endpoint_url=endpoint, credentials=credentials) as store:
+            with anyio.fail_after(30):
+                assert (await store.head("k")).etag == "9"
+    assert [r.headers["authorization"] for r in seen] == ["Bearer fixed-token"]
+    with pytest.raises(ValueError, match="exclude each other"):
+        GCSStore("bucket", credentials=credentials, anonymous=True)
+    with pytest.raises(TypeError, match="Credentials"):
+        GCSStore("bucket", credentials="fixed-token")  # type: ignore[arg-type]
 
 
 async def test_credentials_the_token_endpoint_refuses_are_access_denied(
