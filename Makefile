@@ -28,7 +28,7 @@ demo: $(VENV)/.linked
 # Options: make bench BENCH_ARGS="--s3" (or --quick, --only ..., --out DIR).
 bench: $(VENV)/.linked
 	$(BIN)/python -c "import slatedb, obstore, matplotlib, rich" 2>/dev/null \
-		|| $(BIN)/python -m pip install --quiet -e '.[dev,s3,bench]'
+		|| $(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs,bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # The deterministic simulation at length: 100,000 seeds on both cores, with a progress bar.
@@ -41,7 +41,7 @@ soak: $(VENV)/.linked
 $(VENV)/.linked: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev,s3]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs]'
 	touch $@
 
 clean:

@@ -172,7 +172,8 @@ def _epilog() -> str:
     lines += [
         "",
         "URLs: file:///absolute/folder, s3://bucket/prefix?endpoint_url=...&region=...,",
-        "memory:// (empty; gone when the command ends). S3 credentials: the AWS chain.",
+        "gs://bucket/prefix, memory:// (empty; gone when the command ends).",
+        "S3 credentials: the AWS chain. GCS: Application Default Credentials.",
         "Errors are one line on stderr; --debug (before COMMAND) adds the traceback.",
     ]
     return "\n".join(lines)
@@ -202,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=_epilog(),
             formatter_class=formatter,
         )
-        sub.add_argument("url", metavar="URL", help="the store: file:///..., s3://..., memory://")
+        sub.add_argument(
+            "url", metavar="URL", help="the store: file:///..., s3://..., gs://..., memory://"
+        )
         sub.add_argument(
             "--root", default="", help="the root under which the manifests live (default: none)"
         )

@@ -3,10 +3,15 @@
 S3 runs against a moto server that the session starts (slate_epoch.testing.servers), under
 asyncio only: aiobotocore needs asyncio, so the (s3, trio) combinations are deselected, and
 test_s3_store.py checks that S3Store refuses trio with a clear error.
+
+GCS runs against a fake-gcs-server that the session starts, under asyncio and trio (its httpx
+client runs on both); STORAGE_EMULATOR_HOST points at it for the whole session, so nothing ever
+reaches Google.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,11 +22,15 @@ from slate_epoch.backends.memory import MemoryStore
 from slate_epoch.testing.servers import (
     TEST_ENVIRONMENT,
     UNSET_ENVIRONMENT,
+    FakeGcsServer,
     MotoServer,
     create_bucket,
+    create_gcs_bucket,
 )
 
-BACKENDS = ["memory", "local", "s3"]
+BACKENDS = ["memory", "local", "s3", "gcs"]
+# Backends whose client runs on asyncio only: their (backend, trio) tests are deselected.
+ASYNCIO_ONLY = frozenset({"s3"})
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -30,17 +39,18 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (and report as deselected) the tests that would run S3 on trio."""
-    on_trio = [item for item in items if _s3_on_trio(item)]
+    """Deselect (and report as deselected) the tests that would run an asyncio-only backend
+    on trio."""
+    on_trio = [item for item in items if _asyncio_only_on_trio(item)]
     if on_trio:
         config.hook.pytest_deselected(items=on_trio)
-        items[:] = [item for item in items if not _s3_on_trio(item)]
+        items[:] = [item for item in items if not _asyncio_only_on_trio(item)]
 
 
-def _s3_on_trio(item: pytest.Item) -> bool:
+def _asyncio_only_on_trio(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec is not None else {}
-    return bool(params.get("store") == "s3" and params.get("anyio_backend") == "trio")
+    return bool(params.get("store") in ASYNCIO_ONLY and params.get("anyio_backend") == "trio")
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +73,26 @@ def s3_endpoint(
         yield server.endpoint_url
 
 
+# Google's credential lookup, kept on this machine: no metadata-server probe, no gcloud config.
+GCS_TEST_ENVIRONMENT = {"NO_GCE_CHECK": "true", "GCE_METADATA_HOST": "127.0.0.1:9"}
+GCS_UNSET_ENVIRONMENT = ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST")
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a fake-gcs-server, one subprocess for the whole session, named by
+    STORAGE_EMULATOR_HOST for the session (the store then sends no credentials)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in GCS_UNSET_ENVIRONMENT:
+            patch.delenv(name, raising=False)
+        for name, value in GCS_TEST_ENVIRONMENT.items():
+            patch.setenv(name, value)
+        patch.setenv("CLOUDSDK_CONFIG", os.fspath(tmp_path_factory.mktemp("gcloud-config")))
+        with FakeGcsServer(tmp_path_factory.mktemp("fake-gcs")) as server:
+            patch.setenv("STORAGE_EMULATOR_HOST", server.endpoint_url)
+            yield server.endpoint_url
+
+
 async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> ObjectStore:
     if name == "memory":
         return MemoryStore()
@@ -75,11 +105,16 @@ async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest)
 
         endpoint_url = request.getfixturevalue("s3_endpoint")
         return S3Store(await create_bucket(endpoint_url), endpoint_url=endpoint_url)
+    if name == "gcs":
+        from slate_epoch.backends.gcs import GCSStore
+
+        endpoint_url = request.getfixturevalue("gcs_endpoint")
+        return GCSStore(await create_gcs_bucket(endpoint_url))  # STORAGE_EMULATOR_HOST: the server
     raise AssertionError(f"unknown backend {name}")
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
-    """A fresh, empty store of each backend (S3: a new bucket); closed after the test."""
+    """A fresh, empty store of each backend (S3, GCS: a new bucket); closed after the test."""
     async with await _make_store(str(request.param), tmp_path, request) as opened:
         yield opened
