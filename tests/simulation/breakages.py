@@ -6,23 +6,31 @@ as it evolves."""
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
 import pytest
 
-from slate_epoch import _claim, _wal
+from slate_epoch import _claim, _layout, _manifest, _wal
 from slate_epoch._boundary import read_boundary
 from slate_epoch._claim import EpochHandle
-from slate_epoch._errors import ManifestVersionExistsError, TransientStoreError
+from slate_epoch._errors import (
+    ManifestVersionExistsError,
+    NotFoundError,
+    TransientStoreError,
+    WalTrimmedError,
+)
+from slate_epoch._framing import frame
 from slate_epoch._manifest import Manifest, ManifestStore, encode
 from slate_epoch._retry import Retrier
 from slate_epoch._sequence import ObjectSequence
 from slate_epoch._store import ObjectStore
-from slate_epoch._wal import WalWriter
+from slate_epoch._wal import WalEntry, WalWriter
 from slate_epoch.testing import Violation
+from slate_epoch.testing._simulation import watchers
+from slate_epoch.testing._simulation import world as world_module
 
 Newest = tuple[int, Manifest] | None
 
@@ -236,6 +244,175 @@ def trim_one_past_the_replay_point(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(EpochHandle, "refresh", refresh_one_past_in_trim)
 
 
+# -- the holes two reviews found (issue 10), put back one at a time -----------------------------
+
+
+async def update_without_the_lock(
+    self: EpochHandle, mutate: Callable[[Manifest], Manifest], *, timeout: float | None = None
+) -> Manifest:
+    """``EpochHandle.update`` that lets several updates of one handle run at once."""
+    self._raise_if_fenced()
+
+    async def write(retrier: Retrier) -> Manifest:  # BUG: no `async with self._write_lock`
+        return await self._write(mutate, retrier, moves_replay_point=False)
+
+    return await self._with_deadline("update", timeout, write)
+
+
+async def create_trusting_the_lineage_alone(
+    manifests: ManifestStore,
+    manifest_id: int,
+    manifest: Manifest,
+    role: str,
+    retrier: Retrier,
+    *,
+    base: Manifest | None = None,
+) -> tuple[bool, Newest]:
+    """``_create`` before the fix: "the newest version does not carry my write id, and my claim
+    is still there, so my write did not land" - wrong when another write of this handle landed
+    on top of it."""
+    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier)
+    if landed or newest is None or base is None:
+        return landed, newest
+    claim, stored = manifest.claim(role), newest[1].claim(role)
+    if claim is not None and stored is not None and stored.claim_id != claim.claim_id:
+        return await _claim._landed_at(manifests, manifest_id, manifest, role, retrier) is True, (
+            newest
+        )
+    return False, newest  # BUG
+
+
+def concurrent_updates_unserialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(EpochHandle, "update", update_without_the_lock)
+    monkeypatch.setattr(_claim, "_create", create_trusting_the_lineage_alone)
+
+
+async def fence_wal_every_time(self: EpochHandle, *, timeout: float | None = None) -> WalWriter:
+    """``EpochHandle.fence_wal`` that makes a new log writer on every call: two writers of one
+    handle do not fence each other."""
+
+    async def fence(retrier: Retrier) -> WalWriter:
+        async with self._write_lock:
+            return await _wal.fence_log(_claim._HolderOfTheLog(self), retrier)  # BUG: not kept
+
+    return await self._with_deadline("fence of the log", timeout, fence)
+
+
+async def write_moving_the_replay_point(
+    self: EpochHandle,
+    mutate: Callable[[Manifest], Manifest],
+    retrier: Retrier,
+    *,
+    moves_replay_point: bool,
+) -> Manifest:
+    """``EpochHandle._write`` that lets any mutate move the replay point (back, too)."""
+    return await _write(self, mutate, retrier, moves_replay_point=True)  # BUG
+
+
+_write = EpochHandle._write
+_encode = _manifest.encode
+
+
+def encode_unchecked(manifest: Manifest) -> bytes:
+    """``encode`` that writes whatever the fields hold, even what no reader can decode."""
+    try:
+        return _encode(manifest)
+    except (TypeError, ValueError):  # BUG: written anyway
+        return frame(_manifest.MAGIC, msgspec.msgpack.encode(manifest))
+
+
+def bytes_of_anything(data: object) -> bytes:
+    """``as_body`` as ``bytes(data)``: an int makes that many zero bytes."""
+    converted: bytes = bytes(data)  # type: ignore[call-overload]  # BUG
+    return converted
+
+
+async def read_without_the_boundary(self: ManifestStore, manifest_id: int) -> Manifest:
+    """``ManifestStore.read`` that trusts whatever stands at the id."""
+    return await self.read_unchecked(manifest_id)  # BUG: no boundary check
+
+
+async def discard_nothing(self: ManifestStore, key: str) -> None:
+    """Recreations below the boundary stay where they landed."""
+
+
+def recreations_read_as_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ManifestStore, "read", read_without_the_boundary)
+    monkeypatch.setattr(ManifestStore, "_discard", discard_nothing)
+
+
+async def read_wal_ending_at_any_gap(
+    store: ObjectStore, root: str = "", *, after: int = 0
+) -> AsyncIterator[WalEntry]:
+    """``read_wal`` before the fix: trims are looked for only at the first id; a trim that
+    overtakes the reader ends it silently, as if the log ended."""
+    log = _wal.wal_sequence(store, root)
+    entry_id, newest_epoch = after + 1, 0
+    while True:
+        key = log.key(entry_id)
+        try:
+            raw = (await store.get(key)).body
+        except NotFoundError:
+            if entry_id == after + 1:
+                boundary = await read_boundary(store, _layout.log_boundary_key(root))
+                if entry_id <= boundary:
+                    raise WalTrimmedError(after, boundary + 1) from None
+            return  # BUG: a gap further on ends the read silently
+        entry = _wal.decode_entry(raw, key, entry_id)
+        if entry is not None and entry.epoch >= newest_epoch:
+            newest_epoch = entry.epoch
+            yield entry
+        entry_id += 1
+
+
+async def read_wal_without_the_epoch_filter(
+    store: ObjectStore, root: str = "", *, after: int = 0
+) -> AsyncIterator[WalEntry]:
+    """``read_wal`` that yields every entry, a lower epoch after a higher one too."""
+    log, boundary_key = _wal.wal_sequence(store, root), _layout.log_boundary_key(root)
+    entry_id = after + 1
+    while True:
+        key = log.key(entry_id)
+        try:
+            raw = (await store.get(key)).body
+        except NotFoundError:
+            boundary = await read_boundary(store, boundary_key)
+            if entry_id <= boundary:
+                raise WalTrimmedError(entry_id - 1, boundary + 1) from None
+            return
+        entry = _wal.decode_entry(raw, key, entry_id)
+        if entry is not None:  # BUG: no `entry.epoch >= newest_epoch`
+            yield entry
+        entry_id += 1
+
+
+def no_epoch_filter_beside_a_broken_fence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a fencing bug, a lower epoch never follows a higher one in the log (checks 6 and
+    7 hold that on every write), so the readers' epoch filter never acts and removing it alone
+    shows nothing. With appends that step over a newer fence, it would act: this shows that
+    the checker sees, on the readers' side, what the filter hides."""
+    monkeypatch.setattr(WalWriter, "_someone_else_at", step_over_without_refreshing)
+    monkeypatch.setattr(watchers, "read_wal", read_wal_without_the_epoch_filter)
+    monkeypatch.setattr(world_module, "read_wal", read_wal_without_the_epoch_filter)
+
+
+def numbered_id_any_digits(name: str, suffix: str) -> int | None:
+    """Ids parsed with ``str.isdigit``: any Unicode digit passes, and ``int`` reads some."""
+    digits = name[:20]
+    if len(name) == 20 + len(suffix) and name.endswith(suffix) and digits.isdigit():
+        try:
+            return int(digits)
+        except ValueError:
+            return None
+        # BUG: isdigit() instead of ASCII digits
+    return None
+
+
+def fenced_handles_keep_writing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handle that knows it is fenced is no longer stopped before it writes to the log."""
+    monkeypatch.setattr(EpochHandle, "_raise_if_fenced", lambda self: None)
+
+
 @dataclass(frozen=True)
 class Breakage:
     name: str
@@ -338,6 +515,68 @@ BREAKAGES = [
         trim_one_past_the_replay_point,
         _check(6, "above the replay point"),
         "check 6 (an entry deleted above the replay point)",
+    ),
+    Breakage(
+        "updates of one handle run at once, and the landed-check trusts the lineage alone",
+        concurrent_updates_unserialised,
+        _check(3, "applied twice"),
+        "check 3 (an update applied twice)",
+    ),
+    Breakage(
+        "a second fence_wal makes a second log writer",
+        lambda monkeypatch: monkeypatch.setattr(EpochHandle, "fence_wal", fence_wal_every_time),
+        _check(6, "were all acknowledged at"),
+        "check 6 (two appends acknowledged at one id)",
+    ),
+    Breakage(
+        "a mutate may move the replay point",
+        lambda monkeypatch: monkeypatch.setattr(
+            EpochHandle, "_write", write_moving_the_replay_point
+        ),
+        _either(_check(6, "moved back"), _check(7, "refused")),
+        "check 6 (the replay point moved back) or 7 (a refused misuse wrote)",
+    ),
+    Breakage(
+        "wrongly typed manifests are written",
+        lambda monkeypatch: monkeypatch.setattr(_claim, "encode", encode_unchecked),
+        _either(_check(1, "not intact"), _check(7, "refused")),
+        "check 1 (a manifest not intact) or 7 (a refused misuse wrote)",
+    ),
+    Breakage(
+        "a payload that is not bytes is converted",
+        lambda monkeypatch: monkeypatch.setattr(_wal, "as_body", bytes_of_anything),
+        _either(_check(4, "misuse"), _check(7, "refused")),
+        "check 4 (a misuse acknowledged) or 7 (a refused misuse wrote)",
+    ),
+    Breakage(
+        "a recreation below the boundary is read as a version",
+        recreations_read_as_versions,
+        _check(7, "not the history's version"),
+        "check 7 (ManifestStore.read returned a recreation)",
+    ),
+    Breakage(
+        "read_wal ends silently when a trim overtakes it",
+        lambda monkeypatch: monkeypatch.setattr(watchers, "read_wal", read_wal_ending_at_any_gap),
+        _check(7, "ended without an error"),
+        "check 7 (a reader missed an acknowledged append)",
+    ),
+    Breakage(
+        "read_wal without its epoch filter, beside appends that step over a newer fence",
+        no_epoch_filter_beside_a_broken_fence,
+        _either(_check(6, "after epoch"), _check(7, "after epoch")),
+        "check 6 or 7 (a reader yielded a lower epoch after a higher one)",
+    ),
+    Breakage(
+        "ids parsed with str.isdigit",
+        lambda monkeypatch: monkeypatch.setattr(_layout, "numbered_id", numbered_id_any_digits),
+        _either(_check(4), _check(2), _check(1)),
+        "check 4 (a claim ended in an unexpected error) or checks 1-2",
+    ),
+    Breakage(
+        "a handle that knows it is fenced still writes to the log",
+        fenced_handles_keep_writing,
+        _check(7, "already knew it was fenced"),
+        "check 7 (a fenced handle wrote)",
     ),
     Breakage(
         "trim deletes without moving the log's boundary first",

@@ -12,6 +12,7 @@ from ..._boundary import decode_boundary
 from ..._errors import ManifestError
 from ..._manifest import Manifest, decode
 from .checker_log import Fail, check_log
+from .checker_use import check_use
 from .config import BOUNDARY_KEY, MANIFESTS
 from .history import History, OpRecord, state_tokens
 
@@ -45,6 +46,9 @@ _EXPECTED_OUTCOMES: Final = {
     "mark": _WRITES,
     "trim": _WRITES,
     "gc": {"ok", "OperationTimeoutError", "crashed"},
+    "misuse": {"TypeError", "ValueError", "FencedError", "OperationTimeoutError", "crashed"},
+    "read": {"ok", "WalTrimmedError", "TransientStoreError", "crashed"},
+    "version": {"ok", "NotFoundError", "TransientStoreError", "crashed"},
 }
 _SLACK: Final = 1e-6  # simulated seconds of float rounding allowed on a deadline
 
@@ -113,7 +117,14 @@ def check_history(history: History) -> list[Violation]:
        an append that raised ``FencedError`` never landed above the replay point of its moment
        (below it, where nobody replays, a fenced writer's recreation of a trimmed id is garbage
        for the next trim). ``read_wal`` from the final replay point succeeds and never yields a
-       lower epoch after a higher one.
+       lower epoch after a higher one. No two acknowledged appends share a log id.
+    7. **Use.** Readers running beside writers, trims and collections: ``read_wal`` yields only
+       entries first written at their ids, in order, never a lower epoch after a higher, and
+       one that ends without an error missed no acknowledged append that stood when it began;
+       ``ManifestStore.read(id)`` returns the history's version or nothing. A misuse (a wrongly
+       typed field, a replay point moved by hand or dropped by a rebuild, a payload that is not
+       bytes) is refused and leaves no trace. A handle that knows it is fenced writes nothing.
+       Foreign objects in the root's folders are never changed or deleted.
     """
     violations: list[Violation] = []
 
@@ -127,6 +138,7 @@ def check_history(history: History) -> list[Violation]:
     _check_termination(history, fail)
     _check_burned_epochs(history, lineage, first_at_epoch, fail)
     check_log(history, lineage, ids, fail)
+    check_use(history, lineage, fail)
     return violations
 
 

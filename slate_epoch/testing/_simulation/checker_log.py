@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ..._errors import ManifestError, WalError
 from ..._manifest import Manifest
 from ..._wal import decode_entry, encode_entry
-from .config import LOG
+from .config import LOG, SAME
 from .history import History
 
 __all__ = ["Fail", "check_log"]
@@ -114,15 +114,27 @@ def check_log(history: History, lineage: dict[int, Manifest], ids: list[int], fa
             continue
         epoch, payload = content
         first_landing.setdefault((entry_id, encode_entry(epoch, payload)), seq)
-        ids_of_payload[payload].add(entry_id)
-        if entry_id > replay_at(seq):
-            replayable[payload].append(entry_id)
+        if not payload.startswith(SAME):  # a repeated payload can't be told apart
+            ids_of_payload[payload].add(entry_id)
+            if entry_id > replay_at(seq):
+                replayable[payload].append(entry_id)
         fence = newer_fence(epoch)
         if fence is not None and entry_id > fence[0]:
             fail(
                 6,
                 f"op{by}: a log entry of epoch {epoch} ({payload.decode()}) landed at "
                 f"{entry_id}, above the fence of epoch {fence[1]} at {fence[0]}",
+            )
+    acknowledged_at: defaultdict[int, list[int]] = defaultdict(list)
+    for op in history.ops:
+        if op.kind == "append" and op.outcome == "ok":
+            acknowledged_at[op.entry_id].append(op.index)
+    for entry_id, appends in sorted(acknowledged_at.items()):
+        if len(appends) > 1:
+            fail(
+                6,
+                f"appends {', '.join(f'op{i}' for i in appends)} were all acknowledged at "
+                f"log id {entry_id}",
             )
     for payload, where in sorted(ids_of_payload.items()):
         if len(where) > 1:

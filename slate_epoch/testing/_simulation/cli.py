@@ -22,6 +22,8 @@ _SUMMARY: Final = (
     ("writers", "writers"),
     ("colocated", "writers sharing a process (and its cache)"),
     ("collectors", "collectors"),
+    ("readers", "readers"),
+    ("foreign_objects", "foreign objects in the root's folders"),
     ("manifests", "manifests written"),
     ("long_histories", "seeds starting from a long history"),
     ("lost", "lost responses"),
@@ -54,6 +56,13 @@ _SUMMARY: Final = (
     ("gc:OperationTimeoutError", "collections timed out"),
     ("gc:crashed", "collections crashed"),
     ("versions_deleted", "versions deleted"),
+    ("read:ok", "log reads that ended cleanly"),
+    ("read:WalTrimmedError", "log reads told of a trim"),
+    ("version:ok", "versions read by id"),
+    ("version:NotFoundError", "... not found (collected, or not yet written)"),
+    ("misuse:TypeError", "misuses refused with TypeError"),
+    ("misuse:ValueError", "misuses refused with ValueError"),
+    ("misuse:FencedError", "misuses by a fenced handle (FencedError first)"),
     ("recreations", "deleted ids written again by stale writers"),
 )
 

@@ -14,12 +14,20 @@ __all__ = [
     "LOG",
     "LOG_BOUNDARY_KEY",
     "MANIFESTS",
+    "MISUSE",
     "ROOT",
+    "SAME",
     "SimulationConfig",
     "replay_command",
 ]
 
 ROOT: Final = "sim"
+# Every misuse (what the library must refuse) carries a token starting with this: none may ever
+# land anywhere.
+MISUSE: Final = b"MISUSE:"
+# Appends whose payload starts with this repeat it (as services append the same bytes): they
+# can't be told apart by payload, so only by id.
+SAME: Final = b"same:"
 MANIFESTS: Final = manifest_versions(ROOT)
 LOG: Final = log_entries(ROOT)
 BOUNDARY_KEY: Final = manifest_boundary_key(ROOT)
@@ -37,6 +45,10 @@ class SimulationConfig:
     max_late_rate: float = 0.1  # per process: creates whose request lands after the timeout
     max_latency: float = 0.05  # seconds; per process, latency drawn from [0, up to this]
     max_updates: int = 5  # per claim: 0..this updates (or refreshes, or log steps)
+    # ... or, with this chance for a writer with a log, a long session of up to ``long_session``
+    # steps, so that the log grows, is marked and trimmed while readers read it
+    long_session_rate: float = 0.3
+    long_session: int = 30
     compactor_rate: float = 0.25  # chance that a writer claims "compactor" instead of "writer"
     crash_rate: float = 0.3  # chance that a life of a writer (or collector) ends in a crash
     restart_rate: float = 0.7  # chance that a crashed writer (or collector) starts again
@@ -56,6 +68,25 @@ class SimulationConfig:
     collector_rate: float = 0.5
     max_collections: int = 6
     max_keep: int = 4
+    # How services really use a handle: several of its operations in flight at once (a round of
+    # 2-3 steps run concurrently), mutates that rebuild the manifest from scratch, misuse that
+    # must be refused with nothing written (wrong types, moving the replay point, a non-bytes
+    # payload), a second fence_wal on one handle, and a fenced handle that keeps being used.
+    parallel_rate: float = 0.3
+    rebuild_rate: float = 0.2
+    misuse_rate: float = 0.08
+    refence_rate: float = 0.1
+    same_payload_rate: float = 0.15
+    zombie_rate: float = 0.3
+    # Readers: up to ``max_readers`` processes (each with this chance) that read the log with
+    # read_wal while writers append and trim, and read manifest versions by id, up to
+    # ``max_reads`` times a life.
+    max_readers: int = 2
+    reader_rate: float = 0.6
+    max_reads: int = 8
+    # The chance that the store starts with foreign objects in every folder (names a careless
+    # parser would take for ids: Unicode digits, suffixes, near misses).
+    foreign_rate: float = 0.3
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_writers <= self.max_writers:

@@ -20,10 +20,14 @@ __all__ = ["CURRENT_OP", "Call", "History", "OpRecord", "current_op", "show_wal"
 @dataclass(slots=True)
 class OpRecord:
     """One call of ``claim_epoch``, ``EpochHandle.update``/``refresh``/``fence_wal``/
-    ``mark_replayed``, ``WalWriter.append``/``trim``, or ``collect_garbage``.
+    ``mark_replayed``, ``WalWriter.append``/``trim``, ``collect_garbage``, ``read_wal`` or
+    ``ManifestStore.read``, or a misuse of the handle that must be refused.
 
-    ``kind`` is ``claim``, ``update``, ``refresh``, ``fence``, ``append``, ``mark``, ``trim``
-    or ``gc``. ``start_seq``/``end_seq`` place it among the store calls (``History.calls``).
+    ``kind`` is ``claim``, ``update``, ``refresh``, ``fence``, ``append``, ``mark``, ``trim``,
+    ``gc``, ``read`` (a whole ``read_wal`` from ``entry_id``: what it yielded is ``entries``),
+    ``version`` (``ManifestStore.read(entry_id)``: the version's ``write_id``) or ``misuse``
+    (an update or append that must raise ``TypeError``/``ValueError``; ``token`` marks it).
+    ``start_seq``/``end_seq`` place it among the store calls (``History.calls``).
     ``outcome`` is ``"ok"``, the exception's class name, ``"crashed"`` (cancelled by a
     simulated crash) or ``"cancelled"`` (cancelled by anything else: the seed's deadline).
     ``epoch`` and ``claim_id`` are the handle's (for a claim: the handle it returned);
@@ -57,6 +61,9 @@ class OpRecord:
     lost: int = 0  # faults injected during the operation, by kind
     errors: int = 0
     late: int = 0
+    entries: list[tuple[int, int, bytes]] = field(
+        default_factory=list
+    )  # a read's (id, epoch, data)
 
 
 @dataclass(slots=True)
@@ -117,6 +124,10 @@ class History:
     wal_landings: list[tuple[int, int, int, bytes]] = field(default_factory=list)
     wal_deletions: list[tuple[int, int, int, int]] = field(default_factory=list)
     wal_current: dict[int, bytes | None] = field(default_factory=dict)
+    # foreign objects put in the root's folders before the run: key -> bytes (never to be read
+    # as ours, changed or deleted)
+    foreign: dict[str, bytes] = field(default_factory=dict)
+    final_foreign: dict[str, bytes] = field(default_factory=dict)
     # the final store: the manifest folder (key -> (bytes, etag)), the boundary object, the log
     final: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     final_boundary: bytes | None = None
@@ -202,14 +213,19 @@ class History:
             what = f"{op.kind} {op.role}"
             if op.kind == "gc":
                 what = f"gc keep={op.keep}"
+            elif op.kind in ("read", "version"):
+                what = op.kind
             elif op.kind != "claim":
                 what += f"@{op.epoch}{name(op.claim_id)}"
+            if op.kind == "misuse":
+                what += f" ({op.detail})"
             if op.token:
                 what += f" +{op.token.decode()}"
             if op.kind == "mark":
                 what += f" ->{op.entry_id}"
             rows.append((op.start_seq, f"{op.start_time:.9f} op{op.index} {op.actor} {what}"))
-            result = op.outcome + (f" ({op.detail})" if op.detail else "")
+            detail = op.detail if op.kind != "misuse" or op.outcome == "ok" else ""
+            result = op.outcome + (f" ({detail})" if detail else "")
             if op.outcome == "ok":
                 if op.kind == "claim":
                     result += f" epoch={op.epoch}{name(op.claim_id)} newest={op.manifest_id}"
@@ -221,6 +237,10 @@ class History:
                     result += f" deleted={op.count}"
                 elif op.kind == "gc":
                     result += f" boundary={op.manifest_id} deleted={op.count}"
+                elif op.kind == "read":
+                    result += f" after={op.entry_id} ids={[i for i, _, _ in op.entries]}"
+                elif op.kind == "version":
+                    result += f" id={op.entry_id} write={name(op.write_id)}"
             faults = f" lost={op.lost} errors={op.errors} late={op.late}"
             rows.append((op.end_seq, f"{op.end_time:.9f} op{op.index} end {result}{faults}"))
         for call in self.calls:

@@ -16,7 +16,7 @@ from .config import BOUNDARY_KEY, LOG, LOG_BOUNDARY_KEY, MANIFESTS
 from .history import CURRENT_OP, Call, current_op
 
 if TYPE_CHECKING:
-    from .world import World, WriterPlan
+    from .stage import Stage, WriterPlan
 
 __all__ = ["Process", "Wire"]
 
@@ -33,7 +33,7 @@ class Wire(ForwardingStore):
     Each call is recorded right after the shared store performed it, with no checkpoint in
     between, so the order of the records is the order in which the store changed."""
 
-    def __init__(self, world: World, rng: random.Random, plan: WriterPlan):
+    def __init__(self, world: Stage, rng: random.Random, plan: WriterPlan):
         super().__init__(world.store)
         self.world = world
         self.shared = world.store
@@ -144,7 +144,7 @@ class Process:
     """A simulated OS process: its own store objects, so its own manifest cache (shared by the
     writers it hosts), and its own faults (``plan``'s rates)."""
 
-    def __init__(self, world: World, name: str, rng: random.Random, plan: WriterPlan) -> None:
+    def __init__(self, world: Stage, name: str, rng: random.Random, plan: WriterPlan) -> None:
         self.name = name
         # what this process remembers of the root: its writers share it (a scale model of the
         # cold search: listing pages of ``list_page`` keys)

@@ -6,12 +6,10 @@ import contextlib
 import dataclasses
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
-import msgspec
-
-from ..._claim import EpochHandle, claim_epoch
+from ..._claim import EpochHandle
 from ..._errors import (
     ClaimTimeoutError,
     FencedError,
@@ -20,52 +18,24 @@ from ..._errors import (
     OperationTimeoutError,
     WalError,
 )
-from ..._gc import GarbageReport, collect_garbage
 from ..._manifest import Manifest, RoleClaim, decode, encode
 from ..._retry import Backoff
 from ..._store import listing
-from ..._wal import WalWriter, read_wal
+from ..._wal import read_wal
 from ...backends.memory import MemoryStore
 from .config import BOUNDARY_KEY, LOG, MANIFESTS, ROOT, SimulationConfig
 from .history import CURRENT_OP, History, OpRecord
+from .stage import Life, WriterPlan
+from .watchers import collect, read
 from .wire import Process
+from .writer import Writer
 
 if TYPE_CHECKING:
     import trio
 
-__all__ = ["Life", "World", "WriterPlan"]
+__all__ = ["World"]
 
 T = TypeVar("T")
-
-
-@dataclass
-class Life:
-    """One incarnation of a writer (or collector), from its start to its end or crash."""
-
-    actor: str
-    process: Process
-    rng: random.Random
-    crashed: bool = False
-    updates: int = 0
-    appends: int = 0
-    acknowledged: int = 0  # the last log id an append of the current handle acknowledged
-    marked: int = 0  # the last log id the current handle tried to mark replayed
-
-
-@dataclass(frozen=True)
-class WriterPlan:
-    index: int
-    role: str  # "writer", "compactor", or "gc" for a collector
-    lost_rate: float
-    error_rate: float
-    late_rate: float
-    latency: tuple[float, float] | None  # FaultyStore's: a uniform draw
-    tick_latency: tuple[float, int] | None  # the wire's: (tick, n): a whole number of ticks <= n
-    start_at: float
-    host: int  # the writer whose process this one starts in (itself, or an earlier one)
-
-
-_NOT_FENCED: Final = {"ok", "OperationTimeoutError"}
 
 
 class World:
@@ -97,6 +67,14 @@ class World:
                 self.processes.append(process)
                 self.collectors.append((plan, process))
         self.history.collectors = len(self.collectors)
+        # Readers: each in a process of its own.
+        self.readers: list[tuple[WriterPlan, Process]] = []
+        for index in range(config.max_readers):
+            if rng.random() < config.reader_rate:
+                plan = dataclasses.replace(self._plan(rng, []), index=index, role="read", host=-1)
+                process = Process(self, f"r{index}", rng, plan)
+                self.processes.append(process)
+                self.readers.append((plan, process))
         self._rng = rng
         self._nursery: trio.Nursery | None = None
 
@@ -153,6 +131,8 @@ class World:
         if self._rng.random() < config.long_history_rate:
             low = max(1, config.list_page // 2)
             await self._prehistory(self._rng.randint(low, max(low, config.long_history)))
+        if self._rng.random() < config.foreign_rate:
+            await self._foreign_objects()
         with trio.move_on_after(self.config.deadline) as deadline:
             async with trio.open_nursery() as late_writes:
                 self._nursery = late_writes
@@ -161,6 +141,8 @@ class World:
                         actors.start_soon(self._writer, plan)
                     for plan, process in self.collectors:
                         actors.start_soon(self._collector, plan, process)
+                    for plan, process in self.readers:
+                        actors.start_soon(self._reader, plan, process)
         history.hung = deadline.cancelled_caught
         history.end_time = self.now()
         await self._read_final_store()
@@ -168,6 +150,7 @@ class World:
         counts["seeds"] += 1
         counts["writers"] += len(self.plans)
         counts["collectors"] += len(self.collectors)
+        counts["readers"] += len(self.readers)
         counts["colocated"] += sum(plan.host != plan.index for plan in self.plans)
         counts["manifests"] += len(history.first_seen)
         counts["versions_deleted"] += len(history.deletions)
@@ -189,15 +172,21 @@ class World:
         """Record the final store: the manifest folder, the boundary, the log, and what
         ``read_wal`` yields from the newest manifest's replay point."""
         history = self.history
+        for key in history.foreign:
+            with contextlib.suppress(NotFoundError):
+                history.final_foreign[key] = (await self.store.get(key)).body
         async with listing(self.store, MANIFESTS.folder) as metas:
             async for meta in metas:
+                if meta.key in history.foreign:
+                    continue
                 result = await self.store.get(meta.key)
                 history.final[meta.key] = (result.body, result.etag)
         with contextlib.suppress(NotFoundError):
             history.final_boundary = (await self.store.get(BOUNDARY_KEY)).body
         async with listing(self.store, LOG.folder) as metas:
             async for meta in metas:
-                history.final_wal[meta.key] = (await self.store.get(meta.key)).body
+                if meta.key not in history.foreign:
+                    history.final_wal[meta.key] = (await self.store.get(meta.key)).body
         ids = [i for i in map(MANIFESTS.id_of, history.final) if i is not None]
         if not ids:
             return
@@ -228,6 +217,28 @@ class World:
         history.counts["long_histories"] += 1
         self.event(f"a history of {length} manifests")
 
+    async def _foreign_objects(self) -> None:
+        """Objects that are not ours in every folder of the root, named as a careless parser
+        would take for ids (Unicode digits that ``int`` parses, near misses, other suffixes):
+        the library must never read, count, change or delete them."""
+        names = [
+            f"{MANIFESTS.folder}{chr(0x669) * 20}.manifest",  # Arabic-Indic nines: int() parses
+            f"{MANIFESTS.folder}{'0' * 19}\u00b2.manifest",  # a superscript two: int() refuses
+            f"{MANIFESTS.folder}{1:020d}.manifest.bak",
+            f"{MANIFESTS.folder}README",
+            f"{LOG.folder}{chr(0x660) * 19}{chr(0x663)}.wal",  # Arabic-Indic digits: 0...03
+            f"{LOG.folder}{2:019d}.wal",
+            f"{LOG.folder}{1:020d}.wal.tmp",
+            f"{ROOT}/notes.txt",
+        ]
+        for key in names:
+            if self._rng.random() < 0.6:
+                body = f"foreign object {key}".encode()
+                await self.store.put(key, body)
+                self.history.foreign[key] = body
+        self.history.counts["foreign_objects"] += len(self.history.foreign)
+        self.event(f"{len(self.history.foreign)} foreign objects")
+
     def _new_process(self, plan: WriterPlan, rng: random.Random) -> Process:
         process = Process(self, f"p{plan.index}.{len(self.processes)}", rng, plan)
         self.processes.append(process)
@@ -240,13 +251,21 @@ class World:
             plan,
             rng,
             self.hosts[plan.host],
-            lambda life: self._live(plan, life),
+            lambda life: Writer(self, plan, life).live(),
             lambda: self._new_process(plan, rng),
         )
 
     async def _collector(self, plan: WriterPlan, process: Process) -> None:
         rng = random.Random(f"slate-epoch-sim/{self.seed}/collector/{plan.index}")
-        await self._lives(f"gc{plan.index}", plan, rng, process, self._collect, lambda: process)
+        await self._lives(
+            f"gc{plan.index}", plan, rng, process, partial(collect, self), lambda: process
+        )
+
+    async def _reader(self, plan: WriterPlan, process: Process) -> None:
+        rng = random.Random(f"slate-epoch-sim/{self.seed}/reader/{plan.index}")
+        await self._lives(
+            f"r{plan.index}", plan, rng, process, partial(read, self), lambda: process
+        )
 
     async def _lives(
         self,
@@ -287,46 +306,7 @@ class World:
         self.event(f"crash {life.actor}")
         scope.cancel()
 
-    async def _live(self, plan: WriterPlan, life: Life) -> None:
-        rng = life.rng
-        for _ in range(3):  # a claim, and up to two more after being fenced
-            handle = await self._claim(plan, life)
-            if handle is None:
-                return
-            life.acknowledged = life.marked = 0  # log ids of this handle's own appends
-            log: WalWriter | None = None
-            outcome = "ok"
-            if plan.role == "writer" and rng.random() < self.config.wal_rate:
-                log, outcome = await self._fence(life, handle)
-            steps = rng.randint(0, self.config.max_updates) if outcome in _NOT_FENCED else 0
-            for _ in range(steps):
-                # The application thinks; now and then it stalls (a long pause: the classic
-                # zombie, which wakes up after a newer holder took over).
-                stall = rng.random() < 0.05
-                await self.sleep(round(rng.uniform(0.5, 3.0) if stall else rng.uniform(0, 0.2), 2))
-                outcome = await self._step(life, handle, log)
-                if outcome not in _NOT_FENCED:
-                    break
-            if outcome != "FencedError" or rng.random() < 0.5:
-                return
-
-    async def _step(self, life: Life, handle: EpochHandle, log: WalWriter | None) -> str:
-        """One thing a holder does: an update or a refresh, or with a log, mostly appends, and
-        now and then a mark of its last acknowledged append as replayed, or a trim."""
-        rng = life.rng
-        if log is not None:
-            draw = rng.random()
-            if draw < 0.2 and life.acknowledged > life.marked:
-                return await self._mark(life, handle)
-            if draw < 0.3:
-                return await self._trim(life, handle, log)
-            if draw < 0.8:
-                return await self._append(life, handle, log)
-        if rng.random() < 0.15:
-            return await self._refresh(life, handle)
-        return await self._update(life, handle)
-
-    async def _op(
+    async def op(
         self,
         life: Life,
         record: OpRecord,
@@ -359,7 +339,7 @@ class World:
             record.end_time = self.now()
         return result
 
-    def _record(
+    def record(
         self, life: Life, kind: str, role: str, timeout: float, handle: EpochHandle | None = None
     ) -> OpRecord:
         record = OpRecord(
@@ -375,124 +355,10 @@ class World:
             record.epoch, record.claim_id = handle.epoch, handle.claim_id
         return record
 
-    @staticmethod
-    def _backoff(rng: random.Random) -> Backoff:
+    def backoff(self, rng: random.Random) -> Backoff:
         jitter = random.Random(rng.getrandbits(64))
         return Backoff(
             initial=rng.choice((0.001, 0.01)),
             maximum=rng.choice((0.1, 1.0)),
             jitter=lambda value: jitter.uniform(0.0, value),
         )
-
-    async def _claim(self, plan: WriterPlan, life: Life) -> EpochHandle | None:
-        rng = life.rng
-        timeout = rng.choice((0.3, 1.0, 5.0, 30.0))
-        max_conflicts = None if rng.random() < 0.8 else rng.randint(0, 4)
-        backoff = self._backoff(rng)
-        record = self._record(life, "claim", plan.role, timeout)
-        handle = await self._op(
-            life,
-            record,
-            lambda: claim_epoch(
-                life.process.store,
-                ROOT,
-                role=plan.role,
-                timeout=timeout,
-                max_conflicts=max_conflicts,
-                backoff=backoff,
-                owner=life.actor,
-                cache=life.process.cache,
-            ),
-        )
-        if handle is not None:
-            record.epoch, record.claim_id = handle.epoch, handle.claim_id
-            record.manifest_id = handle.manifest_id
-        return handle
-
-    async def _update(self, life: Life, handle: EpochHandle) -> str:
-        life.updates += 1
-        token = f"{life.actor}/{life.updates};".encode()
-        timeout = life.rng.choice((0.3, 1.0, 5.0))
-        record = self._record(life, "update", handle.role, timeout, handle)
-        record.token = token
-
-        def append(manifest: Manifest) -> Manifest:
-            return msgspec.structs.replace(manifest, state=manifest.state + token)
-
-        written = await self._op(life, record, lambda: handle.update(append, timeout=timeout))
-        if written is not None:
-            record.manifest_id, record.write_id = handle.manifest_id, written.write_id
-        return record.outcome
-
-    async def _refresh(self, life: Life, handle: EpochHandle) -> str:
-        timeout = life.rng.choice((0.3, 1.0, 5.0))
-        record = self._record(life, "refresh", handle.role, timeout, handle)
-        await self._op(life, record, lambda: handle.refresh(timeout=timeout))
-        return record.outcome
-
-    async def _fence(self, life: Life, handle: EpochHandle) -> tuple[WalWriter | None, str]:
-        timeout = life.rng.choice((0.3, 1.0, 5.0))
-        record = self._record(life, "fence", handle.role, timeout, handle)
-        log = await self._op(life, record, lambda: handle.fence_wal(timeout=timeout))
-        if log is not None:
-            record.entry_id = log.fence_id
-        return log, record.outcome
-
-    async def _append(self, life: Life, handle: EpochHandle, log: WalWriter) -> str:
-        life.appends += 1
-        payload = f"{life.actor}/a{life.appends}".encode()
-        timeout = life.rng.choice((0.3, 1.0, 5.0))
-        record = self._record(life, "append", handle.role, timeout, handle)
-        record.token = payload
-        entry_id = await self._op(life, record, lambda: log.append(payload, timeout=timeout))
-        if entry_id is not None:
-            record.entry_id = life.acknowledged = entry_id
-        return record.outcome
-
-    async def _mark(self, life: Life, handle: EpochHandle) -> str:
-        timeout = life.rng.choice((0.3, 1.0, 5.0))
-        record = self._record(life, "mark", handle.role, timeout, handle)
-        # Each id is marked once at most (whatever the outcome), so the checker can tell
-        # which operation moved the replay point there.
-        record.entry_id = life.marked = target = life.acknowledged
-        written = await self._op(
-            life, record, lambda: handle.mark_replayed(target, timeout=timeout)
-        )
-        if written is not None:
-            record.manifest_id, record.write_id = handle.manifest_id, written.write_id
-        return record.outcome
-
-    async def _trim(self, life: Life, handle: EpochHandle, log: WalWriter) -> str:
-        timeout = life.rng.choice((0.3, 1.0, 5.0))
-        record = self._record(life, "trim", handle.role, timeout, handle)
-        deleted = await self._op(life, record, lambda: log.trim(timeout=timeout))
-        if deleted is not None:
-            record.count = deleted
-        return record.outcome
-
-    async def _collect(self, life: Life) -> None:
-        """A collector's life: now and then, ``collect_garbage`` with a random ``keep``."""
-        rng = life.rng
-        for _ in range(rng.randint(1, self.config.max_collections)):
-            await self.sleep(round(rng.uniform(0.0, 1.0), 2))
-            keep = rng.randint(1, self.config.max_keep)
-            timeout = rng.choice((0.3, 1.0, 5.0))
-            backoff = self._backoff(rng)
-            record = self._record(life, "gc", "gc", timeout)
-            record.keep = keep
-
-            def collect(
-                keep: int = keep, timeout: float = timeout, backoff: Backoff = backoff
-            ) -> Awaitable[GarbageReport]:
-                return collect_garbage(
-                    life.process.store,
-                    ROOT,
-                    keep=keep,
-                    timeout=timeout,
-                    backoff=backoff,
-                    cache=life.process.cache,
-                )
-
-            report = await self._op(life, record, collect)
-            if report is not None:
-                record.manifest_id, record.count = report.boundary, len(report.deleted)
