@@ -1,8 +1,10 @@
 """Shared fixtures: every behaviour test runs on every backend, under asyncio and trio.
 
-S3 runs against a moto server that the session starts (slate_epoch.testing.servers), under
-asyncio only: aiobotocore needs asyncio, so the (s3, trio) combinations are deselected, and
-test_s3_store.py checks that S3Store refuses trio with a clear error.
+S3 runs against a moto server and Azure against Azurite, each started once by the session when
+a test first needs it (slate_epoch.testing.servers). Both run under asyncio only: aiobotocore and
+the Azure SDK's aio client need asyncio, so the (s3, trio) and (azure, trio) combinations are
+deselected, and test_s3_store.py and test_azure_store.py check that those stores refuse trio with
+a clear error.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from slate_epoch.backends.memory import MemoryStore
 from slate_epoch.testing.servers import (
     TEST_ENVIRONMENT,
     UNSET_ENVIRONMENT,
+    AzuriteServer,
     MotoServer,
     create_bucket,
+    create_container,
 )
 
-BACKENDS = ["memory", "local", "s3"]
+BACKENDS = ["memory", "local", "s3", "azure"]
+# Backends whose client runs on asyncio only: never parametrized with trio.
+ASYNCIO_ONLY_BACKENDS = frozenset({"s3", "azure"})
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -30,17 +36,20 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (and report as deselected) the tests that would run S3 on trio."""
-    on_trio = [item for item in items if _s3_on_trio(item)]
+    """Deselect (and report as deselected) the tests that would run an asyncio-only backend on
+    trio."""
+    on_trio = [item for item in items if _asyncio_only_on_trio(item)]
     if on_trio:
         config.hook.pytest_deselected(items=on_trio)
-        items[:] = [item for item in items if not _s3_on_trio(item)]
+        items[:] = [item for item in items if not _asyncio_only_on_trio(item)]
 
 
-def _s3_on_trio(item: pytest.Item) -> bool:
+def _asyncio_only_on_trio(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec is not None else {}
-    return bool(params.get("store") == "s3" and params.get("anyio_backend") == "trio")
+    return bool(
+        params.get("store") in ASYNCIO_ONLY_BACKENDS and params.get("anyio_backend") == "trio"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +72,23 @@ def s3_endpoint(
         yield server.endpoint_url
 
 
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """An Azurite blob server, one subprocess for the whole session."""
+    with AzuriteServer(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azure_connection_string(azurite: AzuriteServer) -> Iterator[str]:
+    """The session's Azurite as ``AZURE_STORAGE_CONNECTION_STRING`` (how AzureBlobStore finds
+    its account), for the rest of the session; nothing that could reach real Azure."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+        patch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)  # used only without the above
+        yield azurite.connection_string
+
+
 async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> ObjectStore:
     if name == "memory":
         return MemoryStore()
@@ -75,11 +101,17 @@ async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest)
 
         endpoint_url = request.getfixturevalue("s3_endpoint")
         return S3Store(await create_bucket(endpoint_url), endpoint_url=endpoint_url)
+    if name == "azure":
+        from slate_epoch.backends.azure import AzureBlobStore
+
+        connection_string = request.getfixturevalue("azure_connection_string")
+        return AzureBlobStore(await create_container(connection_string))
     raise AssertionError(f"unknown backend {name}")
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
-    """A fresh, empty store of each backend (S3: a new bucket); closed after the test."""
+    """A fresh, empty store of each backend (S3: a new bucket; Azure: a new container); closed
+    after the test."""
     async with await _make_store(str(request.param), tmp_path, request) as opened:
         yield opened
