@@ -214,7 +214,7 @@ def _map_errors(op: _Op, key: str, endpoint: str) -> Iterator[None]:
         # request): a body cut short, the server hanging up mid-body, a read timeout. The request
         # arrived; its outcome is unknown.
         raise TransientStoreError(
-            f"Azure {op} {key!r}: the response broke off: {type(exc).__name__}: {exc}"
+            f"Azure {op} {key!r}: the response broke off: {_describe(exc)}"
         ) from exc
 
 
@@ -224,27 +224,38 @@ def _error_without_answer(op: _Op, key: str, endpoint: str, exc: AzureError) -> 
     if isinstance(exc, ClientAuthenticationError):
         # No token from the credential chain, or a connection string's key that can't sign
         # (AzureSigningError). Its message names the credentials tried, never a secret.
-        detail = " ".join(str(exc.message or type(exc).__name__).split())[:500]
-        return AccessDeniedError(f"Azure {op} {key!r}: no usable credentials: {detail}")
+        return AccessDeniedError(f"Azure {op} {key!r}: no usable credentials: {_describe(exc)}")
     if isinstance(exc, ServiceRequestError):
         # The SDK reports "connection refused" and "reset after the request went out" alike;
         # the aiohttp error it wraps tells them apart.
         if _never_connected(exc, inner):
             return StoreUnreachableError(
                 f"Azure {op} {key!r}: cannot reach {endpoint} after the client's retries: "
-                f"{type(inner or exc).__name__}"
+                f"{_describe(inner or exc)}"
             )
         return TransientStoreError(
-            f"Azure {op} {key!r}: connection lost: {type(inner or exc).__name__}: {inner or exc}"
+            f"Azure {op} {key!r}: connection lost: {_describe(inner or exc)}"
         )
     if isinstance(exc, ServiceResponseError | DecodeError) or isinstance(
         inner, ServiceResponseError | DecodeError | aiohttp.ClientError | TimeoutError
     ):
         # read timeout, connection closed mid-answer, a body cut short: outcome unknown
         return TransientStoreError(
-            f"Azure {op} {key!r}: the response broke off: {type(inner or exc).__name__}"
+            f"Azure {op} {key!r}: the response broke off: {_describe(inner or exc)}"
         )
-    return StoreError(f"Azure {op} {key!r}: {type(exc).__name__}: {exc}")
+    return StoreError(f"Azure {op} {key!r}: {_describe(exc)}")
+
+
+_SAS_SIGNATURE = re.compile(r"(?i)\b(sig|signature|accountkey)=[^&;\s'\"]*")
+
+
+def _describe(exc: BaseException) -> str:
+    """``exc`` in a line for a message: its type and the first line of its text, with anything
+    that looks like a SAS signature or an account key blanked (aiohttp's errors quote the
+    request's URL, which carries a SAS token's query when the connection string has one)."""
+    lines = str(exc).strip().splitlines()
+    text = _SAS_SIGNATURE.sub(r"\1=REDACTED", lines[0] if lines else "")[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _never_connected(exc: ServiceRequestError, inner: object) -> bool:
@@ -720,7 +731,11 @@ class AzureBlobStore(StoreBase):
             "name_starts_with": name_prefix or None,
             "results_per_page": self._page_size,
         }
-        if start_after is not None and self._service_starts_from():
+        if (
+            start_after is not None
+            and self._service_starts_from()
+            and not _CONTROL_RE.search(start_after)  # never a name, and not for a URL's query
+        ):
             # Skip ahead on the service (it lists from startFrom, inclusive); the filter below
             # keeps the listing right where the service ignores it (Azurite does).
             start_from = _order_safe(self._join(start_after))
