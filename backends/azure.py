@@ -224,7 +224,8 @@ def _error_without_answer(op: _Op, key: str, endpoint: str, exc: AzureError) -> 
     if isinstance(exc, ClientAuthenticationError):
         # No token from the credential chain, or a connection string's key that can't sign
         # (AzureSigningError). Its message names the credentials tried, never a secret.
-        return AccessDeniedError(f"Azure {op} {key!r}: no usable credentials: {_describe(exc)}")
+        detail = _describe(exc, whole=True)  # the credentials tried, and why each failed
+        return AccessDeniedError(f"Azure {op} {key!r}: no usable credentials: {detail}")
     if isinstance(exc, ServiceRequestError):
         # The SDK reports "connection refused" and "reset after the request went out" alike;
         # the aiohttp error it wraps tells them apart.
@@ -249,12 +250,14 @@ def _error_without_answer(op: _Op, key: str, endpoint: str, exc: AzureError) -> 
 _SAS_SIGNATURE = re.compile(r"(?i)\b(sig|signature|accountkey)=[^&;\s'\"]*")
 
 
-def _describe(exc: BaseException) -> str:
-    """``exc`` in a line for a message: its type and the first line of its text, with anything
-    that looks like a SAS signature or an account key blanked (aiohttp's errors quote the
-    request's URL, which carries a SAS token's query when the connection string has one)."""
+def _describe(exc: BaseException, *, whole: bool = False) -> str:
+    """``exc`` in a line for a message: its type and the first line of its text (``whole``: all
+    of it, on one line), with anything that looks like a SAS signature or an account key blanked
+    (aiohttp's errors quote the request's URL, which carries a SAS token's query when the
+    connection string has one)."""
     lines = str(exc).strip().splitlines()
-    text = _SAS_SIGNATURE.sub(r"\1=REDACTED", lines[0] if lines else "")[:300]
+    text = " ".join(" ".join(lines).split()) if whole else (lines[0] if lines else "")
+    text = _SAS_SIGNATURE.sub(r"\1=REDACTED", text)[: 600 if whole else 300]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -281,13 +284,25 @@ def _require_asyncio() -> None:
 class _Retry(ExponentialRetry):
     """The SDK's retry policy, bounded at ``max_attempts`` attempts in all (the first included),
     waiting a full-jitter exponential backoff between them. It retries connection errors, read
-    timeouts, 408 and 5xx answers other than 501 and 505."""
+    timeouts, 408 and 5xx answers other than 501 and 505; never a credential that gave no
+    token."""
 
     def __init__(self, max_attempts: int) -> None:
         retries = max_attempts - 1
         super().__init__(
             retry_total=retries, retry_connect=retries, retry_read=retries, retry_status=retries
         )
+
+    def increment(
+        self,
+        settings: dict[str, Any],
+        request: Any,
+        response: Any = None,
+        error: AzureError | None = None,
+    ) -> bool:
+        if isinstance(error, ClientAuthenticationError):  # no token: asking again won't help
+            return False
+        return bool(super().increment(settings, request, response=response, error=error))
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         count = int(settings.get("count", 0))

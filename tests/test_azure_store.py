@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
@@ -183,6 +184,15 @@ def test_bad_urls(url: str, message: str) -> None:
         AzureBlobStore.from_url(url)
 
 
+def test_without_the_extra_open_store_names_the_pip_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "azure.storage.blob.aio", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "slate_epoch.backends.azure", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'slate-epoch\[azure\]'"):
+        open_store("az://container")
+
+
 @pytest.mark.parametrize(
     "name", ["ab", "a" * 64, "Upper", "under_score", "-abc", "abc-", "a--b", "a.b", "a b", "$root"]
 )
@@ -351,9 +361,18 @@ async def test_no_token_from_the_credential_chain_is_access_denied(
     finds no token, so the request is never sent (to a port nobody listens on, all the same)."""
     no_azure_environment.setenv("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")
     no_azure_environment.setenv("PATH", str(tmp_path))
-    async with AzureBlobStore("container", account_url=f"https://127.0.0.1:{_closed_port()}") as s:
+    requests = Requests()
+    store = AzureBlobStore(
+        "container",
+        account_url=f"https://127.0.0.1:{_closed_port()}",
+        client_options=requests.options,
+    )
+    async with store:
         with anyio.fail_after(30), pytest.raises(AccessDeniedError, match="no usable credentials"):
-            await s.get("k")
+            await store.get("k")
+        with pytest.raises(AccessDeniedError, match="AzureCliCredential"):  # what was tried
+            await store.head("k")
+    assert requests.operations == ["Get", "Head"]  # no retry: asking again would not help
 
 
 # --- the real server ------------------------------------------------------------------------------
