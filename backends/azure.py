@@ -202,7 +202,9 @@ def _map_errors(op: _Op, key: str, endpoint: str) -> Iterator[None]:
     try:
         yield
     except HttpResponseError as exc:
-        if exc.response is None:  # no answer: raised by the client itself
+        # No answer (raised by the client itself), or one that could not be read whole (a
+        # DecodeError carries the response whose body broke off): not the service's verdict.
+        if exc.response is None or isinstance(exc, DecodeError):
             raise _error_without_answer(op, key, endpoint, exc) from exc
         error = _response_error(op, key, exc)
         if error is not None:

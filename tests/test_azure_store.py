@@ -811,6 +811,30 @@ async def test_a_body_cut_short_is_transient(monkeypatch: pytest.MonkeyPatch) ->
             await store.get("r/manifest/00000000000000000001.manifest")
 
 
+async def test_a_listing_answer_that_breaks_off_is_transient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FAKE SERVER: a List Blobs answer whose XML stops halfway (complete as HTTP, cut short as
+    a document)."""
+
+    async def half_a_listing(stream: SocketStream) -> None:
+        async with stream:
+            await _read_request(stream)
+            body = b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs><Blob><Na'
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+
+    async with (
+        _serve(half_a_listing, monkeypatch),
+        AzureBlobStore("container", max_attempts=1) as store,
+    ):
+        with anyio.fail_after(30), pytest.raises(TransientStoreError, match="broke off"):
+            [m async for m in store.list("")]
+
+
 async def test_errors_never_quote_a_sas_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     """FAKE SERVER: a garbled answer (bytes after a ``Connection: close`` body) makes aiohttp
     raise an error quoting the request's URL, whose query carries the connection string's SAS
