@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Azurite, the Azure Blob Storage emulator that the Azure tests start; installed into the venv.
+AZURITE := $(VENV)/azurite/node_modules/.bin/azurite-blob
 
 .PHONY: test check lint types pytest demo bench clean soak
 
@@ -18,7 +20,7 @@ lint: $(VENV)/.linked
 types: $(VENV)/.linked
 	$(BIN)/mypy slate_epoch tests benchmarks examples
 
-pytest: $(VENV)/.linked
+pytest: $(VENV)/.linked $(AZURITE)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.linked
@@ -28,7 +30,7 @@ demo: $(VENV)/.linked
 # Options: make bench BENCH_ARGS="--s3" (or --quick, --only ..., --out DIR).
 bench: $(VENV)/.linked
 	$(BIN)/python -c "import slatedb, obstore, matplotlib, rich" 2>/dev/null \
-		|| $(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs,bench]'
+		|| $(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs,azure,bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # The deterministic simulation at length: 100,000 seeds on both cores, with a progress bar.
@@ -41,8 +43,13 @@ soak: $(VENV)/.linked
 $(VENV)/.linked: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs,azure]'
 	touch $@
+
+# Installed once (npm, with the machine's Node.js), major version pinned; `make clean` removes it
+# with the venv.
+$(AZURITE): | $(VENV)/.linked
+	npm install --prefix $(VENV)/azurite --no-audit --no-fund --loglevel=error azurite@3
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

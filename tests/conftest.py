@@ -1,12 +1,12 @@
 """Shared fixtures: every behaviour test runs on every backend, under asyncio and trio.
 
-S3 runs against a moto server that the session starts (slate_epoch.testing.servers), under
-asyncio only: aiobotocore needs asyncio, so the (s3, trio) combinations are deselected, and
-test_s3_store.py checks that S3Store refuses trio with a clear error.
-
-GCS runs against a fake-gcs-server that the session starts, under asyncio and trio (its httpx
-client runs on both); STORAGE_EMULATOR_HOST points at it for the whole session, so nothing ever
-reaches Google.
+S3 runs against a moto server, Azure against Azurite and GCS against fake-gcs-server, each
+started once by the session when a test first needs it (slate_epoch.testing.servers), on
+127.0.0.1. S3 and Azure run under asyncio only (aiobotocore's default transport and the Azure
+SDK's aio client need asyncio): their (backend, trio) combinations are deselected, and their own
+test files check that they refuse trio with a clear error. GCS runs on both (its httpx client
+does); STORAGE_EMULATOR_HOST points at its server for the whole session, so nothing ever reaches
+Google, and AZURE_STORAGE_CONNECTION_STRING at Azurite, so nothing reaches Azure.
 """
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ from slate_epoch.backends.memory import MemoryStore
 from slate_epoch.testing.servers import (
     TEST_ENVIRONMENT,
     UNSET_ENVIRONMENT,
+    AzuriteServer,
     FakeGcsServer,
     MotoServer,
     create_bucket,
+    create_container,
     create_gcs_bucket,
 )
 
-BACKENDS = ["memory", "local", "s3", "gcs"]
+BACKENDS = ["memory", "local", "s3", "azure", "gcs"]
 # Backends whose client runs on asyncio only: their (backend, trio) tests are deselected.
-ASYNCIO_ONLY = frozenset({"s3"})
+ASYNCIO_ONLY = frozenset({"s3", "azure"})
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -93,6 +95,23 @@ def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield server.endpoint_url
 
 
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """An Azurite blob server, one subprocess for the whole session."""
+    with AzuriteServer(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azure_connection_string(azurite: AzuriteServer) -> Iterator[str]:
+    """The session's Azurite as ``AZURE_STORAGE_CONNECTION_STRING`` (how AzureBlobStore finds
+    its account), for the rest of the session; nothing that could reach real Azure."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+        patch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)  # used only without the above
+        yield azurite.connection_string
+
+
 async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> ObjectStore:
     if name == "memory":
         return MemoryStore()
@@ -105,6 +124,11 @@ async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest)
 
         endpoint_url = request.getfixturevalue("s3_endpoint")
         return S3Store(await create_bucket(endpoint_url), endpoint_url=endpoint_url)
+    if name == "azure":
+        from slate_epoch.backends.azure import AzureBlobStore
+
+        connection_string = request.getfixturevalue("azure_connection_string")
+        return AzureBlobStore(await create_container(connection_string))
     if name == "gcs":
         from slate_epoch.backends.gcs import GCSStore
 
@@ -115,6 +139,7 @@ async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest)
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
-    """A fresh, empty store of each backend (S3, GCS: a new bucket); closed after the test."""
+    """A fresh, empty store of each backend (S3, GCS: a new bucket; Azure: a new container);
+    closed after the test."""
     async with await _make_store(str(request.param), tmp_path, request) as opened:
         yield opened

@@ -1,6 +1,7 @@
 """The ``slate-epoch`` command line, tested as a user runs it: the installed console script in a
-subprocess, against a local folder, against S3 (the session's moto server) and against GCS (the
-session's fake-gcs-server).
+subprocess, against a local folder, against S3 (the session's moto server), against GCS (the
+session's fake-gcs-server) and against Azure (the session's Azurite, its connection string in
+the subprocess's environment).
 
 Only the exit-code mapping and FencedError (which no command can provoke: the CLI never holds a
 handle across commands) are tested in-process.
@@ -44,15 +45,22 @@ from slate_epoch.testing.servers import (
     TEST_ENVIRONMENT,
     UNSET_ENVIRONMENT,
     create_bucket,
+    create_container,
     create_gcs_bucket,
 )
 
-RUN_TIMEOUT = 60.0  # per command; S3 ones import aiobotocore
+RUN_TIMEOUT = 60.0  # per command; S3 ones import aiobotocore, Azure ones the Azure SDK
 FIRST_MANIFEST = f"manifest/{1:020d}.manifest"
 
-# The subprocess's environment: dummy AWS credentials, nothing that could reach real AWS.
+# The subprocess's environment: dummy AWS credentials, nothing that could reach real AWS, and no
+# Azure account (an Azure test gives its own).
+AZURE_ENVIRONMENT = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT")
 ENVIRONMENT = {
-    **{name: value for name, value in os.environ.items() if name not in UNSET_ENVIRONMENT},
+    **{
+        name: value
+        for name, value in os.environ.items()
+        if name not in UNSET_ENVIRONMENT and name not in AZURE_ENVIRONMENT
+    },
     **TEST_ENVIRONMENT,
 }
 
@@ -71,6 +79,7 @@ def executable() -> str:
 @pytest.fixture
 def cli(executable: str) -> Any:
     def run(*args: str, env: Mapping[str, str] | None = None) -> Result:
+        """``slate-epoch *args``; ``env`` is added to the environment."""
         return subprocess.run(
             [executable, *args],
             capture_output=True,
@@ -222,6 +231,8 @@ def test_gc_dry_run_changes_nothing_and_gc_deletes_below_the_boundary(
         (["claim", "s3://AKID:s3cr3t@bucket/x"], False, "carries credentials"),
         (["claim", "gs://ya29.s3cr3t@bucket/x"], False, "carries credentials"),
         (["inspect", "gs://bucket/x?access_token=s3cr3t"], False, "carries credentials"),
+        (["claim", "az://container/x?sv=2024-11-04&sp=rwdl&sig=s3cr3t"], False, "credentials"),
+        (["inspect", "az://Bad_Container/x"], False, "invalid URL: invalid Azure container"),
         (["history", "{url}", "--root", "../x"], False, "InvalidKeyError"),
     ],
 )
@@ -392,6 +403,38 @@ def test_claim_inspect_gc_and_history_on_gcs(
     assert history["more"] is False
 
 
+# -- Azure (Azurite) -----------------------------------------------------------------------------
+
+
+def test_claim_inspect_gc_and_history_on_azure(cli: Any, azure_connection_string: str) -> None:
+    container = anyio.run(create_container, azure_connection_string, backend="asyncio")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azure_connection_string}
+    url = f"az://{container}/prod"
+    assert "epoch 1 (manifest 1" in ok(cli("claim", url, env=env)).stdout
+    assert ok_json(cli("claim", url, "--json", env=env))["epoch"] == 2
+    ok(cli("claim", f"azure://{container}/prod", "--root", "tenant-7", env=env))
+
+    inspected = ok_json(cli("inspect", url, "--json", env=env))
+    assert (inspected["latest_id"], inspected["roles"]["writer"]["epoch"]) == (2, 2)
+
+    collected = ok_json(cli("gc", url, "--keep", "1", "--json", env=env))
+    assert (collected["deleted"], collected["gc_boundary"]) == ([1], 1)
+    history = ok_json(cli("history", url, "--json", env=env))
+    assert [v["id"] for v in history["versions"]] == [2]
+    assert history["more"] is False
+
+
 def test_missing_gcs_bucket_exits_1(cli: Any, gcs_environment: dict[str, str]) -> None:
     url = f"gs://missing-{uuid.uuid4().hex}/prod"
     assert_error(cli("inspect", url, env=gcs_environment), 1, "BucketNotFoundError")
+
+
+def test_missing_azure_container_exits_1(cli: Any, azure_connection_string: str) -> None:
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azure_connection_string}
+    url = f"az://missing-{uuid.uuid4().hex}/prod"
+    assert_error(cli("inspect", url, env=env), 1, "BucketNotFoundError", "container")
+
+
+def test_azure_without_an_account_exits_1_and_says_what_to_set(cli: Any) -> None:
+    line = assert_error(cli("inspect", "az://container/prod"), 1, "AccessDeniedError")
+    assert "AZURE_STORAGE_CONNECTION_STRING" in line
