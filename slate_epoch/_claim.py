@@ -29,7 +29,6 @@ from typing import Final, TypeVar
 
 import anyio
 
-from ._cache import ManifestCache
 from ._errors import (
     ClaimTimeoutError,
     FencedError,
@@ -38,7 +37,16 @@ from ._errors import (
     NotFoundError,
     TransientStoreError,
 )
-from ._manifest import Manifest, ManifestStore, RoleClaim, default_owner, encode, new_id, now_ms
+from ._manifest import (
+    Manifest,
+    ManifestCache,
+    ManifestStore,
+    RoleClaim,
+    default_owner,
+    encode,
+    new_id,
+    now_ms,
+)
 from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, with_deadline
 from ._store import ObjectStore
 from ._wal import WalWriter, fence_log, replay_point_mover

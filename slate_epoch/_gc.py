@@ -14,8 +14,7 @@ from functools import partial
 
 import msgspec
 
-from ._cache import ManifestCache
-from ._manifest import ManifestStore
+from ._manifest import ManifestCache, ManifestStore
 from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, with_deadline
 from ._store import ObjectStore
 

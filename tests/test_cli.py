@@ -40,6 +40,7 @@ from slate_epoch import (
     claim_epoch,
 )
 from slate_epoch import cli as cli_module
+from slate_epoch.cli import _commands as cli_commands
 from slate_epoch.backends.local import LocalStore
 from slate_epoch.testing.servers import (
     TEST_ENVIRONMENT,
@@ -324,7 +325,7 @@ def test_fenced_exits_4_with_one_line(
     async def fenced_claim(store: ObjectStore, root: str = "", **kwargs: Any) -> EpochHandle:
         raise FencedError("writer", 3, 4)
 
-    monkeypatch.setattr(cli_module, "claim_epoch", fenced_claim)
+    monkeypatch.setattr(cli_commands, "claim_epoch", fenced_claim)
     assert cli_module.main(["claim", f"file://{tmp_path}"]) == 4
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -372,6 +373,17 @@ def test_claim_inspect_gc_and_history_on_s3(cli: Any, s3_endpoint: str) -> None:
 def test_missing_s3_bucket_exits_1(cli: Any, s3_endpoint: str) -> None:
     url = f"s3://missing-{uuid.uuid4().hex}/prod?endpoint_url={s3_endpoint}"
     assert_error(cli("inspect", url), 1, "BucketNotFoundError")
+
+
+@pytest.mark.parametrize("command", ["inspect", "history"])
+def test_reads_retry_an_unreachable_store_until_their_timeout_then_exit_3(
+    cli: Any, command: str
+) -> None:
+    """Nothing listens on port 9: every try is StoreUnreachableError (transient), retried until
+    --timeout, then the timeout is reported, with the last error."""
+    url = "s3://bucket/prod?endpoint_url=http://127.0.0.1:9&max_attempts=1&connect_timeout=0.2"
+    line = assert_error(cli(command, url, "--timeout", "1.5"), 3, "timed out after 1.5 s")
+    assert "StoreUnreachableError" in line
 
 
 # -- GCS (fake-gcs-server) -------------------------------------------------------------------------

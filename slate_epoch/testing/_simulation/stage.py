@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ..._cache import ManifestCache
 from ..._claim import EpochHandle
+from ..._manifest import ManifestCache
 from ..._retry import Backoff
 from ..._store import ObjectStore
 from ...backends.memory import MemoryStore

@@ -7,8 +7,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from ..._cache import ManifestCache
 from ..._errors import AlreadyExistsError, NotFoundError, PreconditionError, TransientStoreError
+from ..._manifest import ManifestCache
 from ..._store import GetResult, ObjectMeta, PutMode, PutResult, UpdateVersion
 from .._faulty import FaultyStore
 from .._forwarding import ForwardingStore, Request
