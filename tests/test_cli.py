@@ -40,8 +40,8 @@ from slate_epoch import (
     claim_epoch,
 )
 from slate_epoch import cli as cli_module
-from slate_epoch.cli import _commands as cli_commands
 from slate_epoch.backends.local import LocalStore
+from slate_epoch.cli import _commands as cli_commands
 from slate_epoch.testing.servers import (
     TEST_ENVIRONMENT,
     UNSET_ENVIRONMENT,
