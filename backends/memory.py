@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from itertools import count
-from typing import Any
+from itertools import count, islice
+from typing import Any, Final
 
 import anyio.lowlevel
+from sortedcontainers import SortedDict
 
 from slate_epoch._errors import AlreadyExistsError, NotFoundError, PreconditionError
 from slate_epoch._store import (
@@ -26,9 +27,11 @@ from slate_epoch._url import parse_store_url
 
 __all__ = ["MemoryStore"]
 
+_LIST_BATCH: Final = 1000
+
 
 class MemoryStore(StoreBase):
-    """Objects in a dict owned by this instance.
+    """Objects in a sorted dict owned by this instance.
 
     Every operation is atomic: it checks and changes the dict under one lock and never awaits in
     between, so it is safe under any number of tasks (and threads). Each operation is still a
@@ -47,7 +50,9 @@ class MemoryStore(StoreBase):
         return cls()
 
     def __init__(self) -> None:
-        self._objects: dict[str, tuple[bytes, str]] = {}
+        # Kept in key order, so a listing costs O(log n + what is read), however many other
+        # keys the store holds.
+        self._objects: SortedDict[str, tuple[bytes, str]] = SortedDict()
         self._lock = threading.Lock()
         self._versions = count(1)
 
@@ -92,17 +97,22 @@ class MemoryStore(StoreBase):
     ) -> AsyncIterator[ObjectMeta]:
         validate_prefix(prefix)
         await anyio.lowlevel.checkpoint()
-        with self._lock:
-            keys = sorted(
-                k
-                for k in self._objects
-                if k.startswith(prefix) and (start_after is None or k > start_after)
-            )
-        for key in keys:
-            entry = self._objects.get(key)
-            # deleted since the snapshot of keys: skipped, as a paged store would
-            if entry is not None:
-                yield ObjectMeta(key=key, size=len(entry[0]), etag=entry[1])
+        # Keys under a prefix are one run in key order. Read it in batches, each under the
+        # lock: a key deleted between batches is skipped, as a paged store would.
+        low, inclusive = prefix, True
+        if start_after is not None and start_after >= prefix:
+            low, inclusive = start_after, False
+        while True:
+            with self._lock:
+                keys = self._objects.irange(minimum=low, inclusive=(inclusive, True))
+                batch = [(key, self._objects[key]) for key in islice(keys, _LIST_BATCH)]
+            for key, (body, etag) in batch:
+                if not key.startswith(prefix):
+                    return
+                yield ObjectMeta(key=key, size=len(body), etag=etag)
+            if len(batch) < _LIST_BATCH:
+                return
+            low, inclusive = batch[-1][0], False
 
     async def delete(self, key: str) -> None:
         await self.pop(key)

@@ -28,6 +28,7 @@ from functools import partial
 from typing import Final, TypeVar
 
 import anyio
+import msgspec
 
 from ._errors import (
     ClaimTimeoutError,
@@ -212,7 +213,7 @@ class EpochHandle:
 
         async def write(retrier: Retrier) -> Manifest:
             async with self._write_lock:
-                return await self._write(mutate, retrier, moves_replay_point=False)
+                return await self._write(mutate, retrier)
 
         return await self._with_deadline("update", timeout, write)
 
@@ -221,9 +222,11 @@ class EpochHandle:
         mutate: Callable[[Manifest], Manifest],
         retrier: Retrier,
         *,
-        moves_replay_point: bool,
+        keeps_the_log: bool = False,
     ) -> Manifest:
-        """``update``'s loop; the caller holds ``_write_lock``."""
+        """``update``'s loop; the caller holds ``_write_lock``. Only the log's own writes
+        (``keeps_the_log``: mark_replayed, fence_wal) may change the replay point and the
+        log fence."""
         self._raise_if_fenced()  # a write queued behind one that found us fenced
         while True:
             base_id, base = self.manifest_id, self.manifest
@@ -232,11 +235,14 @@ class EpochHandle:
                 raise TypeError(f"mutate must return a Manifest, not {type(candidate).__name__}")
             if candidate.roles != base.roles:
                 raise ValueError("mutate must not change any role's epoch or claim id")
-            if candidate.replay_after != base.replay_after and not moves_replay_point:
-                raise ValueError(
-                    f"mutate must not change the replay point ({base.replay_after} -> "
-                    f"{candidate.replay_after!r}): only mark_replayed moves it"
-                )
+            if not keeps_the_log:
+                if candidate.replay_after != base.replay_after:
+                    raise ValueError(
+                        f"mutate must not change the replay point ({base.replay_after} -> "
+                        f"{candidate.replay_after!r}): only mark_replayed moves it"
+                    )
+                if candidate.log_fence != base.log_fence:  # a hint the library keeps
+                    candidate = msgspec.structs.replace(candidate, log_fence=base.log_fence)
             candidate = candidate.with_write(self.role, new_id())
             landed, newest = await _create(
                 self._manifests, base_id + 1, candidate, self.role, retrier, base=base
@@ -282,7 +288,7 @@ class EpochHandle:
         async def mark(retrier: Retrier) -> Manifest:
             async with self._write_lock:
                 advance = await replay_point_mover(_HolderOfTheLog(self), entry_id, retrier)
-                return await self._write(advance, retrier, moves_replay_point=True)
+                return await self._write(advance, retrier, keeps_the_log=True)
 
         return await self._with_deadline("mark_replayed", timeout, mark)
 
@@ -346,6 +352,16 @@ class _HolderOfTheLog:
     @property
     def replay_after(self) -> int:
         return self._handle.manifest.replay_after
+
+    @property
+    def log_fence(self) -> int:
+        return self._handle.manifest.log_fence
+
+    async def record_fence(self, fence_id: int, retrier: Retrier) -> None:
+        def record(manifest: Manifest) -> Manifest:
+            return msgspec.structs.replace(manifest, log_fence=fence_id)
+
+        await self._handle._write(record, retrier, keeps_the_log=True)
 
     async def refresh(self) -> Manifest:
         return await self._handle.refresh()

@@ -100,8 +100,13 @@ class Manifest(msgspec.Struct, frozen=True):
     state: bytes = b""
     write_id: str = ""
     # How far the write-ahead log has been absorbed into ``state``: entries at or below this id
-    # may be trimmed. Moved by ``EpochHandle.mark_replayed``.
+    # may be trimmed. Moved by ``EpochHandle.mark_replayed`` only.
     replay_after: int = 0
+    # Where the newest writer fenced the log (0: not recorded). Its appends come after its
+    # fence, so the next writer looks for the first free log id from here rather than from the
+    # replay point: one request instead of a search. A hint kept by ``fence_wal``: a mutate's
+    # value for it is ignored.
+    log_fence: int = 0
 
     def epoch(self, role: str) -> int:
         """The role's epoch; 0 if the role was never claimed."""
@@ -152,8 +157,11 @@ def encode(manifest: Manifest) -> bytes:
         decoded = _decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise TypeError(f"a manifest field has the wrong type: {exc}") from None
-    if decoded.replay_after < 0:
-        raise ValueError(f"replay_after must be >= 0, got {decoded.replay_after}")
+    if decoded.replay_after < 0 or decoded.log_fence < 0:
+        raise ValueError(
+            f"replay_after and log_fence must be >= 0, got {decoded.replay_after}, "
+            f"{decoded.log_fence}"
+        )
     try:
         _check_roles(decoded.roles, "<the manifest to write>")
     except ManifestCorruptError as exc:

@@ -8,13 +8,18 @@ without ever listing a long history.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import anyio
 
 from ._errors import NotFoundError
 from ._layout import Numbered
 from ._store import ObjectStore, listing
 
 __all__ = ["ObjectSequence"]
+
+_PROBES: Final = 4  # HEAD requests a search sends at once
 
 
 class ObjectSequence:
@@ -56,12 +61,61 @@ class ObjectSequence:
         return await self._bisect(low, high)
 
     async def first_free(self, after: int) -> int:
-        """The first free id above ``after`` (which exists, or is 0): ~2·log2(ids since
-        ``after``) HEAD requests."""
-        low, step = after, 1
-        while await self.exists(after + step):
-            low, step = after + step, step * 2
-        return await self._bisect(low, after + step) + 1
+        """The first free id above ``after`` (which exists, or is a floor), searched in rounds of
+        ``_PROBES`` HEAD requests sent at once: doubling steps until a miss, then a search of
+        the last gap. A log's writer appends after its fence, so the gap is usually short: one
+        or two round trips. (Ids only ever appear in order, but probes sent at once may see a
+        later id before an earlier one appears: the answer is the first gap seen, and a caller
+        that then finds that id taken simply looks on.)"""
+        low, step = after, 1  # low exists (or is the floor)
+        high: int | None = None  # high is free
+        while high is None:
+            ids = [low + step * 2**i for i in range(_PROBES)]
+            seen = await self._probe(ids)
+            missing = [i for i, there in zip(ids, seen, strict=True) if not there]
+            if missing:
+                high = missing[0]
+                low = max(
+                    [low, *(i for i, there in zip(ids, seen, strict=True) if there and i < high)]
+                )
+            else:
+                low, step = ids[-1], step * 2**_PROBES
+        while high - low > 1:
+            gap = high - low - 1
+            ids = (
+                [low + 1 + (gap * k) // _PROBES for k in range(_PROBES)]
+                if gap > _PROBES
+                else list(range(low + 1, high))
+            )
+            ids = sorted(set(ids))
+            seen = await self._probe(ids)
+            for object_id, there in zip(ids, seen, strict=True):
+                if there:
+                    low = max(low, object_id)
+                else:
+                    high = min(high, object_id)
+                    break
+        return high
+
+    async def _probe(self, ids: Sequence[int]) -> list[bool]:
+        """Whether each id exists, all asked at once. A failed probe fails the search (with the
+        first error, never an exception group), so that the caller's retry sees a plain
+        ``TransientStoreError``."""
+        found: list[bool] = [False] * len(ids)
+        errors: list[Exception] = []
+
+        async def probe(index: int, object_id: int) -> None:
+            try:
+                found[index] = await self.exists(object_id)
+            except Exception as exc:  # re-raised below, once the others are done
+                errors.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for index, object_id in enumerate(ids):
+                group.start_soon(probe, index, object_id)
+        if errors:
+            raise errors[0]
+        return found
 
     async def _bisect(self, low: int, high: int) -> int:
         """The newest id, knowing that ``low`` exists (or is the floor) and ``high`` does not."""

@@ -159,6 +159,17 @@ class LogHolder(Protocol):
         """The replay point in the newest manifest the holder has seen."""
         ...
 
+    @property
+    def log_fence(self) -> int:
+        """Where the newest writer fenced the log, in the newest manifest the holder has seen
+        (0: not recorded)."""
+        ...
+
+    async def record_fence(self, fence_id: int, retrier: Retrier) -> None:
+        """Write the next manifest version with the log fence at ``fence_id``: a fenced write,
+        so ``FencedError`` if a newer claim holds the role."""
+        ...
+
     async def refresh(self) -> Manifest:
         """The newest manifest; ``FencedError`` once a newer epoch holds the role."""
         ...
@@ -284,32 +295,101 @@ class WalWriter:
 
 async def fence_log(holder: LogHolder, retrier: Retrier) -> WalWriter:
     """Fence the log for ``holder`` (see ``EpochHandle.fence_wal``); the caller runs this under
-    the holder's write lock and deadline."""
+    the holder's write lock and deadline.
+
+    The fence goes at an id seen free after our claim, the first free one: every older writer
+    then meets it (or something below it) and, re-reading, finds our claim. Only the writer
+    moves the replay point, and every writer records where it fenced, so while the holder
+    holds the role its own manifest says where to look: above the replay point and above the
+    last writer's fence (its appends come after it). Most often the very next id is free: the
+    fence is tried there at once, while the trim boundary is read (a fence at or below it would
+    fence nothing: then it is taken back and the search starts above the boundary). If the id
+    is taken, a search finds the first free one. Last, the fence is recorded in the next
+    manifest version: a fenced write, so it also proves the holder still holds the role once
+    the fence stands.
+    """
     log = wal_sequence(holder.store, holder.root)
-    # Only the writer moves the replay point (mark_replayed is a fenced update), so while the
-    # holder holds the role its own manifest has the current one; if it no longer holds the
-    # role, the refresh after the fence says so. Never fence at or below the trim boundary: a
-    # fence there (where ids may be gone) would fence nothing.
-    floor = await retrier.call(partial(read_boundary, log.store, log_boundary_key(holder.root)))
-    start = max(holder.replay_after, floor)
-    candidate = await retrier.call(partial(log.first_free, start))
-    while True:
+    boundary_key = log_boundary_key(holder.root)
+    start = max(holder.replay_after, holder.log_fence)
+    floor, placed = await _boundary_and_fence(log, boundary_key, start + 1, retrier)
+    candidate = start + 1
+    if candidate <= floor:  # trimmed past where we looked: only a newer writer trims that far
+        if placed:
+            with suppress(StoreError):
+                await log.store.delete(log.key(candidate))
+        placed = False
+        candidate = await retrier.call(partial(log.first_free, floor))
+    elif not placed:
+        # Taken: by the old writer's entry, or by a fence - and a fence standing there since
+        # before our claim may have entries above it, from an older writer that stepped over
+        # it (or our own create's, if its response was lost: we can't tell). Only an id seen
+        # free after our claim is safe to fence, so search on from here.
+        candidate = await retrier.call(partial(log.first_free, candidate))
+    while not placed:
         key = log.key(candidate)
         try:
             await retrier.call(partial(log.store.put, key, FENCE, mode="create"))
             break
         except AlreadyExistsError:
-            try:
-                if (await retrier.call(partial(log.store.get, key))).body == FENCE:
-                    break  # a fence stands there (ours, after a lost response, or another's)
-            except NotFoundError:  # trimmed since: only a newer writer trims up here
-                await holder.refresh()  # FencedError
-                continue
+            # The id was free when the search (after our claim) looked: a fence there now is
+            # ours (a lost response) or a rival fencer's, placed after our claim too, so every
+            # older writer that meets it will find our claim when it re-reads.
+            if await _holds_a_fence(log, key, holder, retrier):
+                break
         # the old writer took the slot first: still ours to fence? then the next id
         await holder.refresh()
         candidate += 1
-    await holder.refresh()  # still the holder once the fence stands
+    await holder.record_fence(candidate, retrier)  # FencedError if a newer claim holds it
     return WalWriter(holder, candidate)
+
+
+async def _boundary_and_fence(
+    log: ObjectSequence, boundary_key: str, fence_id: int, retrier: Retrier
+) -> tuple[int, bool]:
+    """The trim boundary, and whether our create of a fence at ``fence_id`` succeeded (False:
+    the id was taken, perhaps by our own first send after a lost response), asked at once:
+    one round trip."""
+    results: dict[str, object] = {}
+
+    async def boundary() -> None:
+        results["boundary"] = await retrier.call(partial(read_boundary, log.store, boundary_key))
+
+    async def fence() -> None:
+        key = log.key(fence_id)
+        try:
+            await retrier.call(partial(log.store.put, key, FENCE, mode="create"))
+            results["placed"] = True
+        except AlreadyExistsError:
+            results["placed"] = False
+
+    errors: list[Exception] = []
+
+    async def run(step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await step()
+        except Exception as exc:  # re-raised below, once the other is done
+            errors.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, boundary)
+        group.start_soon(run, fence)
+    if errors:
+        raise errors[0]
+    floor = results["boundary"]
+    assert isinstance(floor, int)
+    return floor, bool(results["placed"])
+
+
+async def _holds_a_fence(
+    log: ObjectSequence, key: str, holder: LogHolder, retrier: Retrier
+) -> bool:
+    """Whether the taken id ``key`` holds a fence (ours, after a lost response, or another
+    fencer's): then the fence stands where we want it."""
+    try:
+        return (await retrier.call(partial(log.store.get, key))).body == FENCE
+    except NotFoundError:  # trimmed since: only a newer writer trims up here
+        await holder.refresh()  # FencedError
+        return False
 
 
 async def replay_point_mover(

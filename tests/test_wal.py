@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -21,10 +24,12 @@ from slate_epoch import (
 )
 from slate_epoch._boundary import advance_boundary
 from slate_epoch._wal import encode_entry
-from slate_epoch.testing import FaultyStore
+from slate_epoch.testing import FaultyStore, ForwardingStore, Request
 from tests.interpose import Interposer
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 
 def wal_key(entry_id: int, root: str = "") -> str:
@@ -418,3 +423,72 @@ async def test_foreign_objects_in_the_log_folder_are_ignored(store: ObjectStore,
     await h2.mark_replayed(3)
     assert await w2.trim() == 3
     assert [m.key async for m in store.list("wal/")] == [f"wal/{name}"]
+
+
+async def test_a_stale_fence_with_entries_above_it_is_not_taken_for_ours(
+    store: ObjectStore,
+) -> None:
+    """Found by the simulation (seed 321) when the fence was first tried where the last writer
+    fenced: a stale fencer's fence stood at the next id, the current writer had stepped over it
+    and appended above it, and the new writer took that fence for its own - below the old
+    writer's entries, so the old writer's later appends went on being acknowledged."""
+    _, w1 = await open_writer(store)
+    assert w1.fence_id == 1  # recorded in the manifest: the next writer looks from there
+    await store.put(wal_key(2), b"", mode="create")  # an older fencer's late fence
+    assert await w1.append(b"above the stale fence") == 3  # stepped over, still the holder
+    _, w2 = await open_writer(store)
+    assert w2.fence_id == 4  # the first id free after its claim
+    with pytest.raises(FencedError):
+        await w1.append(b"after the new writer's fence")
+    assert [e.data for e in await entries(store)] == [b"above the stale fence"]
+
+
+class Recording(ForwardingStore):
+    """Another process's view of the store, recording each request as ``op key-folder``."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.requests: list[str] = []
+
+    async def forward(self, request: Request, perform: Callable[[], Awaitable[T]]) -> T:
+        folder = request.key.rsplit("/", 1)[0] if "/" in request.key else request.key
+        self.requests.append(f"{request.kind} {folder}")
+        return await perform()
+
+
+async def test_an_open_on_an_empty_log_costs_seven_requests_in_five_round_trips(
+    store: ObjectStore,
+) -> None:
+    process = Recording(store)
+    handle = await claim_epoch(process)
+    await handle.fence_wal()
+    assert process.requests[:3] == ["list manifest", "create manifest", "get manifest-boundary"]
+    # the trim boundary and the fence at once (one round trip), then the fence recorded
+    assert sorted(process.requests[3:5]) == ["create wal", "get wal-boundary"]
+    assert process.requests[5:] == ["create manifest", "get manifest-boundary"]
+
+
+async def test_an_open_after_eight_writers_fences_at_once_where_the_last_one_left_off(
+    store: ObjectStore,
+) -> None:
+    """Each writer records where it fenced, so the next one tries the very next id: no
+    search over the earlier writers' fences."""
+    for _ in range(8):
+        handle = await claim_epoch(Interposer(store))
+        await (await handle.fence_wal()).append(b"work")
+    process = Recording(store)
+    handle = await claim_epoch(process)
+    log = await handle.fence_wal()
+    assert log.fence_id == 17  # eight fences and eight entries below it
+    assert process.requests[:4] == [
+        "list manifest",
+        "get manifest",
+        "create manifest",
+        "get manifest-boundary",
+    ]
+    # the last writer appended once after its fence: the id after its fence is taken, and a
+    # search of a few HEADs (sent at once) finds the next free one
+    fence_requests = process.requests[4:-2]
+    assert "create wal" in fence_requests
+    assert len(fence_requests) <= 8
+    assert process.requests[-2:] == ["create manifest", "get manifest-boundary"]

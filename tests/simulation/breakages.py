@@ -254,7 +254,7 @@ async def update_without_the_lock(
     self._raise_if_fenced()
 
     async def write(retrier: Retrier) -> Manifest:  # BUG: no `async with self._write_lock`
-        return await self._write(mutate, retrier, moves_replay_point=False)
+        return await self._write(mutate, retrier)
 
     return await self._with_deadline("update", timeout, write)
 
@@ -303,10 +303,10 @@ async def write_moving_the_replay_point(
     mutate: Callable[[Manifest], Manifest],
     retrier: Retrier,
     *,
-    moves_replay_point: bool,
+    keeps_the_log: bool = False,
 ) -> Manifest:
     """``EpochHandle._write`` that lets any mutate move the replay point (back, too)."""
-    return await _write(self, mutate, retrier, moves_replay_point=True)  # BUG
+    return await _write(self, mutate, retrier, keeps_the_log=True)  # BUG
 
 
 _write = EpochHandle._write
