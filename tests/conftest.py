@@ -1,8 +1,7 @@
 """Shared fixtures: every behaviour test runs on every backend, under asyncio and trio.
 
-S3 runs against a moto server that the session starts (slate_epoch.testing.servers), under
-asyncio only: aiobotocore needs asyncio, so the (s3, trio) combinations are deselected, and
-test_s3_store.py checks that S3Store refuses trio with a clear error.
+S3 runs against a moto server that the session starts (slate_epoch.testing.servers), on both
+loops like the other backends.
 """
 
 from __future__ import annotations
@@ -27,20 +26,6 @@ BACKENDS = ["memory", "local", "s3"]
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (and report as deselected) the tests that would run S3 on trio."""
-    on_trio = [item for item in items if _s3_on_trio(item)]
-    if on_trio:
-        config.hook.pytest_deselected(items=on_trio)
-        items[:] = [item for item in items if not _s3_on_trio(item)]
-
-
-def _s3_on_trio(item: pytest.Item) -> bool:
-    callspec = getattr(item, "callspec", None)
-    params = callspec.params if callspec is not None else {}
-    return bool(params.get("store") == "s3" and params.get("anyio_backend") == "trio")
 
 
 @pytest.fixture(scope="session")
