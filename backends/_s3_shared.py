@@ -103,6 +103,7 @@ def _new_session() -> Any:
     # The credential providers pick their async primitives (asyncio's or anyio's) from the
     # session's default config: anyio's, so that they run on trio too.
     created.set_default_client_config(AioConfig(http_session_cls=Transport))
+    created.register("before-send.s3", _plain_request)
     data_path = created.get_config_variable("data_path")
     with _shared.lock:
         loader = _shared.loaders.get(data_path)
@@ -112,6 +113,23 @@ def _new_session() -> Any:
             loader = _shared.loaders.setdefault(data_path, loader)
     created.register_component("data_loader", loader)
     return created
+
+
+def _plain_request(request: Any, **kwargs: Any) -> None:
+    """Every request of every client made from our sessions, just before it goes out (after
+    signing: botocore signs neither header).
+
+    - No ``Expect: 100-continue``: botocore asks for it on every PutObject, so that a client
+      waits for the server's "100 Continue" before it sends the body. aiohttp does wait (two
+      round trips per write); httpx sends the body at once and the server answers
+      "100 Continue" for nothing. Our bodies are small manifests and segments: the header buys
+      nothing either way.
+    - ``Accept-Encoding: identity``, as aiobotocore's aiohttp transport sends and botocore
+      expects (its S3 bodies are the bytes as stored): aiobotocore's httpx transport lets httpx
+      ask for gzip, and a compressing proxy would then hand a GetObject back compressed.
+    """
+    request.headers.pop("Expect", None)  # a botocore HeadersDict: case-insensitive keys
+    request.headers["Accept-Encoding"] = "identity"
 
 
 def _aws_environment() -> bytes:

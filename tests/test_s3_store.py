@@ -3,7 +3,7 @@
 Most tests talk to the moto server over HTTP. Where a test uses something else it says so in its
 docstring: "STUBBED" (botocore's Stubber answers instead of a server: 409 and 5xx bodies that moto
 never sends) or "FAKE SERVER" (a raw TCP listener in the test that resets, stalls, cuts an
-answer short or answers 503). Every test runs on asyncio and trio.
+answer short, answers 503 or records what it received). Every test runs on asyncio and trio.
 The behaviour suite (test_claim.py, test_manifest.py, ...) runs on S3 through the ``store``
 fixture as well.
 """
@@ -649,6 +649,42 @@ async def test_a_server_that_stops_reading_the_body_is_transient_not_unreachable
         ):
             await store.put("k", bytes(64 << 20), mode="create")
     assert not isinstance(caught.value, StoreUnreachableError)
+
+
+async def test_a_conditional_put_sends_its_body_without_waiting_for_100_continue() -> None:
+    """FAKE SERVER: records the request of a conditional create and never sends
+    "100 Continue". The request has no Expect header, and its body arrives all the same, right
+    behind the headers: one round trip per write, not two."""
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def record(stream: SocketStream) -> None:
+        async with stream:
+            head, body = await _read_request(stream)
+            fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+            length = int(fields.get(b"Content-Length", b"0"))
+            with anyio.fail_after(10):  # a client waiting for "100 Continue" sends nothing
+                while len(body) < length:
+                    body += await stream.receive()
+            seen.append((head, body))
+            await stream.send(
+                b'HTTP/1.1 200 OK\r\nETag: "e1"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+            )
+
+    async with (
+        _serve(record) as endpoint,
+        S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
+    ):
+        with anyio.fail_after(30):
+            assert (await store.put("k", b"manifest", mode="create")).etag == "e1"
+    [(head, body)] = seen
+    request_line, *lines = head.lower().split(b"\r\n")
+    # (aiobotocore's httpx transport sends the whole URL as the request target: legal HTTP/1.1)
+    assert request_line.startswith(b"put "), head
+    assert request_line.endswith(b"/bucket/k http/1.1"), head
+    assert b"if-none-match: *" in lines, head  # the conditional create it is
+    assert not [line for line in lines if line.startswith(b"expect:")], head
+    assert b"accept-encoding: identity" in lines, head  # S3 bodies as stored, never gzipped
+    assert body == b"manifest"
 
 
 async def test_a_server_that_does_not_implement_conditional_writes_is_unsupported() -> None:
