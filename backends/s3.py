@@ -230,7 +230,9 @@ def _never_connected(exc: BaseException) -> bool:
     wraps tells a connect timeout from a write timeout (connected: the request may have arrived).
     """
     cause = _cause(exc)
-    if isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout | socket.gaierror):
+    # refused, DNS, connect timeout, or a proxy that would not open the tunnel
+    never = httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ProxyError | socket.gaierror
+    if isinstance(cause, never):
         return True
     # any other httpx error (a write timeout): a connection existed; no httpx error at all:
     # botocore's ProxyConnectionError and SSLError, before the request
