@@ -770,6 +770,30 @@ async def test_tls_contexts_are_built_once_per_setting() -> None:
         assert unverified._verify.verify_mode == ssl.CERT_NONE
 
 
+def test_event_loops_in_two_threads_get_a_session_each(s3_endpoint: str) -> None:
+    """Two event loops (asyncio and trio), each in its own thread, open stores at the same time:
+    each loop gets a session of its own, shared by its stores, and all of them work."""
+
+    async def open_stores() -> Any:
+        bucket = await create_bucket(s3_endpoint)
+        async with (
+            S3Store(bucket, endpoint_url=s3_endpoint) as one,
+            S3Store(bucket, endpoint_url=s3_endpoint) as two,
+        ):
+            assert one._session is two._session
+            await one.put("k", b"1", mode="create")
+            assert (await two.get("k")).body == b"1"
+            return one._session
+
+    with (
+        anyio.from_thread.start_blocking_portal("asyncio") as on_asyncio,
+        anyio.from_thread.start_blocking_portal("trio") as on_trio,
+    ):
+        futures = [on_asyncio.start_task_soon(open_stores), on_trio.start_task_soon(open_stores)]
+        sessions = [future.result(timeout=60) for future in futures]
+    assert sessions[0] is not sessions[1]
+
+
 def _in_the_child(endpoint: str, bucket: str) -> None:
     """After fork: the lock works even though the parent held it, no session came along, and a
     store opens (with a session of its own) and writes."""
