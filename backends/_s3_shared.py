@@ -1,4 +1,5 @@
-"""What the S3 stores of one process share: aiobotocore sessions, botocore's models, TLS contexts.
+"""What the S3 stores of one process share: aiobotocore sessions, botocore's models, TLS contexts;
+and the transport they all use.
 
 Opening a store used to build a new ``AioSession`` (~5 ms), load botocore's S3 models into it
 (~80 ms, in a worker thread) and build a TLS context with the CA bundle (~15 ms, in a worker
@@ -25,6 +26,7 @@ and are kept.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import ssl
 import threading
@@ -43,15 +45,41 @@ _TLSKey = tuple[object, object, object]
 
 
 class Transport(HttpxSession):  # type: ignore[misc]  # aiobotocore ships no types
-    """aiobotocore's httpx transport (it runs on asyncio and trio), with each TLS context built
-    once per process.
+    """aiobotocore's httpx transport (it runs on asyncio and trio), with what it puts on the wire
+    made plain and each TLS context built once per process."""
 
-    aiobotocore builds the context (loading the CA bundle: ~15 ms) in a worker thread when a
-    client opens; the override keeps that, and reuses what an earlier client built with the same
-    ``verify`` value and client certificate. aiobotocore calls it only for those settings: a
-    context given in ``connector_args`` bypasses it."""
+    async def send(self, request: Any) -> Any:
+        """Send one request (an ``AWSPreparedRequest``: signed, about to go out) with:
+
+        - Its body as bytes, in one piece. botocore hands a put's body over as a ``BytesIO``,
+          and aiobotocore's httpx transport streams a file-like body line by line, yielding to
+          the event loop after each line: a 1 MiB binary body went out in ~4,000 writes, in
+          ~300 ms instead of ~10 ms. What Content-Length counts is the rest from the current
+          position. Each attempt gets a new prepared request over botocore's own ``BytesIO``,
+          which this only reads: retries resend the same bytes.
+        - No ``Expect: 100-continue``: botocore asks for it on every PutObject, so that a client
+          waits for the server's "100 Continue" before it sends the body (aiohttp waits: two
+          round trips per write; httpx sends at once and the server's "100 Continue" is for
+          nothing). Our bodies are small manifests and segments: it buys nothing.
+        - ``Accept-Encoding: identity``, as aiobotocore's aiohttp transport sends and botocore
+          expects (S3 bodies are the bytes as stored); left alone, httpx asks for gzip, and a
+          compressing proxy would hand a GetObject back compressed.
+
+        botocore signs neither header.
+        """
+        body = request.body
+        if isinstance(body, io.BytesIO):
+            start = body.tell()
+            request.body = body.getvalue() if start == 0 else body.getvalue()[start:]
+        request.headers.pop("Expect", None)  # a botocore HeadersDict: case-insensitive keys
+        request.headers["Accept-Encoding"] = "identity"
+        return await super().send(request)
 
     def _build_ssl_context(self) -> ssl.SSLContext:
+        """aiobotocore builds the context (loading the CA bundle: ~15 ms) in a worker thread when
+        a client opens; this keeps that, and reuses what an earlier client built with the same
+        ``verify`` value and client certificate. aiobotocore calls it only for those settings:
+        a context given in ``connector_args`` bypasses it."""
         key: _TLSKey = (self._verify, self._cert_file, self._key_file)
         return _shared.tls_context(key, super()._build_ssl_context)
 
@@ -103,7 +131,6 @@ def _new_session() -> Any:
     # The credential providers pick their async primitives (asyncio's or anyio's) from the
     # session's default config: anyio's, so that they run on trio too.
     created.set_default_client_config(AioConfig(http_session_cls=Transport))
-    created.register("before-send.s3", _plain_request)
     data_path = created.get_config_variable("data_path")
     with _shared.lock:
         loader = _shared.loaders.get(data_path)
@@ -113,23 +140,6 @@ def _new_session() -> Any:
             loader = _shared.loaders.setdefault(data_path, loader)
     created.register_component("data_loader", loader)
     return created
-
-
-def _plain_request(request: Any, **kwargs: Any) -> None:
-    """Every request of every client made from our sessions, just before it goes out (after
-    signing: botocore signs neither header).
-
-    - No ``Expect: 100-continue``: botocore asks for it on every PutObject, so that a client
-      waits for the server's "100 Continue" before it sends the body. aiohttp does wait (two
-      round trips per write); httpx sends the body at once and the server answers
-      "100 Continue" for nothing. Our bodies are small manifests and segments: the header buys
-      nothing either way.
-    - ``Accept-Encoding: identity``, as aiobotocore's aiohttp transport sends and botocore
-      expects (its S3 bodies are the bytes as stored): aiobotocore's httpx transport lets httpx
-      ask for gzip, and a compressing proxy would then hand a GetObject back compressed.
-    """
-    request.headers.pop("Expect", None)  # a botocore HeadersDict: case-insensitive keys
-    request.headers["Accept-Encoding"] = "identity"
 
 
 def _aws_environment() -> bytes:

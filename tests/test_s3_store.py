@@ -539,6 +539,16 @@ async def _read_request(stream: SocketStream) -> tuple[bytes, bytes]:
     return head, rest
 
 
+async def _read_whole_request(stream: SocketStream) -> tuple[bytes, bytes]:
+    """The request line and headers, and the body (Content-Length bytes)."""
+    head, body = await _read_request(stream)
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+    length = int(fields.get(b"Content-Length", b"0"))
+    while len(body) < length:
+        body += await stream.receive()
+    return head, body
+
+
 async def test_the_clients_retries_are_bounded_then_transient() -> None:
     """FAKE SERVER: every request gets 503 SlowDown; the client tries max_attempts times."""
     body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>"
@@ -659,13 +669,8 @@ async def test_a_conditional_put_sends_its_body_without_waiting_for_100_continue
 
     async def record(stream: SocketStream) -> None:
         async with stream:
-            head, body = await _read_request(stream)
-            fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-            length = int(fields.get(b"Content-Length", b"0"))
-            with anyio.fail_after(10):  # a client waiting for "100 Continue" sends nothing
-                while len(body) < length:
-                    body += await stream.receive()
-            seen.append((head, body))
+            with anyio.fail_after(10):  # a client waiting for "100 Continue" sends no body
+                seen.append(await _read_whole_request(stream))
             await stream.send(
                 b'HTTP/1.1 200 OK\r\nETag: "e1"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
             )
@@ -685,6 +690,33 @@ async def test_a_conditional_put_sends_its_body_without_waiting_for_100_continue
     assert not [line for line in lines if line.startswith(b"expect:")], head
     assert b"accept-encoding: identity" in lines, head  # S3 bodies as stored, never gzipped
     assert body == b"manifest"
+
+
+async def test_a_retried_put_sends_the_whole_body_again() -> None:
+    """FAKE SERVER: the first attempt of a put is answered 503 SlowDown, the second 200. The
+    body is binary with a newline every 256 bytes (aiobotocore's httpx transport would stream it
+    line by line; the store sends it in one piece): both attempts carry all of it."""
+    body = bytes(range(256)) * 1024
+    received: list[bytes] = []
+    slow_down = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>"
+
+    async def fail_once(stream: SocketStream) -> None:
+        async with stream:
+            received.append((await _read_whole_request(stream))[1])
+            if len(received) == 1:
+                head = f"HTTP/1.1 503 Slow Down\r\nContent-Length: {len(slow_down)}\r\n"
+                answer = head.encode() + b"Connection: close\r\n\r\n" + slow_down
+            else:
+                answer = b'HTTP/1.1 200 OK\r\nETag: "e1"\r\nContent-Length: 0\r\n\r\n'
+            await stream.send(answer)
+
+    async with (
+        _serve(fail_once) as endpoint,
+        S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store,
+    ):
+        with anyio.fail_after(30):
+            assert (await store.put("k", body, mode="create")).etag == "e1"
+    assert received == [body, body]
 
 
 async def test_a_server_that_does_not_implement_conditional_writes_is_unsupported() -> None:
