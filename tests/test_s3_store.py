@@ -870,7 +870,7 @@ def test_a_child_after_fork_starts_with_no_session(s3_endpoint: str) -> None:
 # --- claims through S3 ----------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(600)  # ~900 requests a round, serialised by the server: about 60-80 s here
+@pytest.mark.timeout(600)  # ~1,200 requests a round, serialised by moto: 1-3 min a loop here
 async def test_concurrent_claimers_get_distinct_epochs(s3_endpoint: str, bucket: str) -> None:
     """32 processes' worth of clients (one S3Store each, nothing shared) claim one role at once,
     20 times over: every claim succeeds with its own epoch, and the ids stay contiguous."""
