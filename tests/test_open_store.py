@@ -127,7 +127,10 @@ def test_an_unknown_scheme_names_every_available_one_and_never_the_url() -> None
 def test_a_built_in_backend_without_its_extra_names_the_pip_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "aiobotocore", None)  # as if not installed
+    # As if not installed: the package and every submodule an earlier test imported (a loaded
+    # submodule imports from sys.modules whatever its parent's entry says).
+    for name in [n for n in sys.modules if n.split(".", 1)[0] == "aiobotocore"] + ["aiobotocore"]:
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "slate_epoch.backends.s3", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'slate-epoch\[s3\]'"):
         open_store("s3://bucket")
