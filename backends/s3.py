@@ -7,8 +7,10 @@ profiles, container and instance roles) and never from a URL or an argument.
 What the server must support: ``If-None-Match: *`` on PUT (create-if-absent) and ``If-Match`` on
 PUT (replace-if-version). AWS S3 has both since 2024; so do most S3-compatible servers.
 
-aiobotocore (with its default aiohttp transport) runs on asyncio only: on trio every method
-raises ``RuntimeError`` saying so. The other backends work on both.
+It runs on asyncio and on trio: the client sends its requests through aiobotocore's httpx
+transport (the ``httpx2`` package) on both, so that there is one code path and one set of native
+errors. The stores of a process share what is costly to build (``_s3_shared``): a second store
+opens in a few milliseconds.
 
 Every native error is translated in one place, ``_map_errors``, by S3 error code and HTTP
 status (never by message text) and chained with ``raise ... from exc``.
@@ -25,22 +27,21 @@ from contextlib import AsyncExitStack, contextmanager
 from typing import Any, Literal, Self, TypeAlias, get_args
 from urllib.parse import urlsplit
 
-import aiohttp
 import anyio
 import backoff
+import httpx2
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 from botocore.exceptions import (
     BotoCoreError,
     ChecksumError,
     ClientError,
     CredentialRetrievalError,
-    EndpointConnectionError,
     FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ResponseStreamingError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -69,6 +70,8 @@ from slate_epoch._store import (
 )
 from slate_epoch._url import parse_store_url
 
+from . import _s3_shared
+
 __all__ = ["S3Store"]
 
 AddressingStyle: TypeAlias = Literal["auto", "path", "virtual"]
@@ -87,10 +90,6 @@ _CONFLICT_BACKOFF_MAX = 1.0
 # Closing the client only releases local sockets; bounded all the same.
 _CLOSE_TIMEOUT = 10.0
 
-_NEEDS_ASYNCIO = (
-    "S3Store needs asyncio: aiobotocore runs on asyncio only, and this code runs on {library}. "
-    "Run it under asyncio (e.g. anyio.run(main, backend='asyncio')), or use another store."
-)
 _NOT_OPEN = (
     "S3Store is not open: use `async with S3Store(...) as store:` (or `async with "
     "open_store(url) as store:`) and call its methods inside that block"
@@ -195,15 +194,24 @@ def _map_errors(op: _Op, key: str, endpoint: str) -> Iterator[None]:
             raise StoreUnreachableError(
                 f"S3 {op} {key!r}: cannot reach {endpoint} after the client's retries: {exc}"
             ) from exc
-        # connected, then reset: the request may have arrived
-        raise TransientStoreError(f"S3 {op} {key!r}: connection lost: {exc}") from exc
-    except (HTTPClientError, IncompleteReadError, ChecksumError, FlexibleChecksumError) as exc:
-        # read timeout, connection closed or reset, a body cut short: outcome unknown
+        # Connected, then the request broke off (botocore words a write timeout as a "connect
+        # timeout"; the httpx error says which): the request may have arrived.
+        raise TransientStoreError(
+            f"S3 {op} {key!r}: connected, then {type(_cause(exc)).__name__}: outcome unknown: {exc}"
+        ) from exc
+    except (ResponseStreamingError, IncompleteReadError) as exc:
+        # The response body broke off, or ended short of its Content-Length: the request
+        # arrived; its outcome is unknown.
+        raise TransientStoreError(
+            f"S3 {op} {key!r}: the response broke off: {type(exc).__name__}: {exc}"
+        ) from exc
+    except (HTTPClientError, ChecksumError, FlexibleChecksumError) as exc:
+        # read timeout, connection closed or reset mid-request: outcome unknown
         raise TransientStoreError(f"S3 {op} {key!r}: {type(exc).__name__}: {exc}") from exc
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        # Raised by aiohttp itself while a response body streams in (botocore only wraps the
-        # request): a body cut short (ClientPayloadError), the server hanging up mid-body, a
-        # read timeout. The request arrived; its outcome is unknown.
+    except httpx2.HTTPError as exc:
+        # Raised by httpx itself where aiobotocore wraps nothing: reading the body of an error
+        # answer to a streaming operation (GetObject) happens outside its wrapped send. Only a
+        # response can be cut short there: the request arrived; its outcome is unknown.
         raise TransientStoreError(
             f"S3 {op} {key!r}: the response broke off: {type(exc).__name__}: {exc}"
         ) from exc
@@ -216,13 +224,24 @@ def _map_errors(op: _Op, key: str, endpoint: str) -> Iterator[None]:
 
 
 def _never_connected(exc: BaseException) -> bool:
-    """Whether a botocore connection error happened before a connection existed. aiobotocore
-    reports a connection reset mid-request as ``EndpointConnectionError`` too; the aiohttp error
-    it wraps tells the two apart."""
-    if not isinstance(exc, EndpointConnectionError):
-        return True  # ConnectTimeoutError, ProxyConnectionError, SSLError
-    cause = getattr(exc, "kwargs", {}).get("error")
-    return cause is None or isinstance(cause, aiohttp.ClientConnectorError | socket.gaierror)
+    """Whether a botocore connection error happened before any request went out. aiobotocore's
+    httpx transport reports a refused or unresolvable endpoint as ``EndpointConnectionError``
+    and every httpx timeout but the read timeout as ``ConnectTimeoutError``: the httpx error it
+    wraps tells a connect timeout from a write timeout (connected: the request may have arrived).
+    """
+    cause = _cause(exc)
+    # refused, DNS, connect timeout, or a proxy that would not open the tunnel
+    never = httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ProxyError | socket.gaierror
+    if isinstance(cause, never):
+        return True
+    # any other httpx error (a write timeout): a connection existed; no httpx error at all:
+    # botocore's ProxyConnectionError and SSLError, before the request
+    return not isinstance(cause, httpx2.TransportError)
+
+
+def _cause(exc: BaseException) -> object:
+    """The transport's error that a botocore connection error wraps (``None`` if none)."""
+    return getattr(exc, "kwargs", {}).get("error")
 
 
 def _etag(value: object) -> str:
@@ -230,19 +249,6 @@ def _etag(value: object) -> str:
     if not isinstance(value, str) or not value.strip('"'):
         raise StoreError(f"the S3 server sent no usable ETag ({value!r})")
     return value.strip('"')
-
-
-def _require_asyncio() -> None:
-    try:
-        import sniffio
-    except ImportError:  # pragma: no cover - trio depends on sniffio, so this is asyncio
-        return
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        library = "no async library"
-    if library != "asyncio":
-        raise RuntimeError(_NEEDS_ASYNCIO.format(library=library))
 
 
 # --- arguments and URLs ---------------------------------------------------------------------------
@@ -355,6 +361,7 @@ class S3Store(StoreBase):
         self._conflict_attempts = _at_least_one("conflict_attempts", conflict_attempts)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._session: Any = None  # the shared session the client came from (for the tests)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3Store:
@@ -402,7 +409,6 @@ class S3Store(StoreBase):
     # --- lifecycle ---
 
     async def __aenter__(self) -> Self:
-        _require_asyncio()
         if self._stack is not None:
             raise RuntimeError("S3Store is already open")
         config = AioConfig(
@@ -411,13 +417,26 @@ class S3Store(StoreBase):
             # botocore's "max_attempts" counts retries only; "total_max_attempts" counts all
             retries={"total_max_attempts": self._max_attempts, "mode": "standard"},
             s3={"addressing_style": self._addressing_style},
-            warm_up_loader_caches=True,  # botocore's JSON models load in a thread, not the loop
+            # botocore's JSON models load in a thread, not the loop (once per process: the
+            # loader is shared)
+            warm_up_loader_caches=True,
+            http_session_cls=_s3_shared.Transport,
+            connector_args={
+                # httpx's defaults are 5 s for both; aiohttp had neither. A peer that stops
+                # reading our body is bounded like one that stops answering. Waiting for one of
+                # the pool's connections is bounded by the requests ahead, each bounded by the
+                # timeouts and attempts above (and by every caller's deadline): no pool timeout,
+                # which would fail a busy store's requests that never went out.
+                "write_timeout": self._read_timeout,
+                "pool_timeout": None,
+            },
         )
         stack = self._stack = AsyncExitStack()  # taken at once: a second enter fails fast
         try:
             with _map_errors("open", self._bucket, self._where):
+                session = _s3_shared.session()
                 client = await stack.enter_async_context(
-                    AioSession().create_client(
+                    session.create_client(
                         "s3",
                         region_name=self._region,
                         endpoint_url=self._endpoint_url,
@@ -433,12 +452,12 @@ class S3Store(StoreBase):
             with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 await stack.aclose()
             raise RuntimeError("S3Store was closed while it was being opened")
-        self._client = client
+        self._client, self._session = client, session
         return self
 
     async def aclose(self) -> None:
         """Close the client; idempotent, and done even if the caller is being cancelled."""
-        stack, self._stack, self._client = self._stack, None, None
+        stack, self._stack, self._client, self._session = self._stack, None, None, None
         if stack is not None:
             with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 await stack.aclose()
@@ -543,7 +562,6 @@ class S3Store(StoreBase):
         return self._endpoint_url or "the AWS S3 endpoint"
 
     def _require_client(self) -> Any:
-        _require_asyncio()
         if self._client is None:
             raise RuntimeError(_NOT_OPEN)
         return self._client

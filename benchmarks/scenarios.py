@@ -83,10 +83,6 @@ def _job(
     return Job(scenario, label, run)
 
 
-def _loops(kind: str, loops: Sequence[str]) -> list[str]:
-    return ["asyncio"] if kind == "s3" else list(loops)  # aiobotocore runs on asyncio only
-
-
 # --- 1. uncontended ---------------------------------------------------------------------------
 
 
@@ -106,7 +102,7 @@ def uncontended(
             env,
         )
         for kind in backends
-        for loop in _loops(kind, loops)
+        for loop in loops
         for temp in ("warm", "cold")
     ]
     return Scenario("uncontended", jobs)

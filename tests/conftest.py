@@ -2,11 +2,11 @@
 
 S3 runs against a moto server, Azure against Azurite and GCS against fake-gcs-server, each
 started once by the session when a test first needs it (slate_epoch.testing.servers), on
-127.0.0.1. S3 and Azure run under asyncio only (aiobotocore's default transport and the Azure
-SDK's aio client need asyncio): their (backend, trio) combinations are deselected, and their own
-test files check that they refuse trio with a clear error. GCS runs on both (its httpx client
-does); STORAGE_EMULATOR_HOST points at its server for the whole session, so nothing ever reaches
-Google, and AZURE_STORAGE_CONNECTION_STRING at Azurite, so nothing reaches Azure.
+127.0.0.1. S3 and GCS run on both loops (their httpx clients do); Azure runs under asyncio only
+(the Azure SDK's aio client needs it): its (azure, trio) combinations are deselected, and
+test_azure_store.py checks that it refuses trio with a clear error. STORAGE_EMULATOR_HOST points
+at the GCS server for the whole session, so nothing ever reaches Google, and
+AZURE_STORAGE_CONNECTION_STRING at Azurite, so nothing reaches Azure.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from slate_epoch.testing.servers import (
 
 BACKENDS = ["memory", "local", "s3", "azure", "gcs"]
 # Backends whose client runs on asyncio only: their (backend, trio) tests are deselected.
-ASYNCIO_ONLY = frozenset({"s3", "azure"})
+ASYNCIO_ONLY = frozenset({"azure"})
 
 
 @pytest.fixture(params=["asyncio", "trio"])

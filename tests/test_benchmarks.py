@@ -110,4 +110,6 @@ def test_quick_run_on_s3(tmp_path: Path) -> None:
     assert {r["case"] for r in s3 if r["scenario"] == "uncontended"} == {
         "warm, asyncio",
         "cold, asyncio",
+        "warm, trio",
+        "cold, trio",
     }

@@ -14,7 +14,6 @@ stall every other client, which no real S3 does.
 from __future__ import annotations
 
 import argparse
-import functools
 import io
 import os
 import sys
@@ -79,19 +78,19 @@ class MotoServer(ServerProcess):
 
 
 async def create_bucket(endpoint_url: str) -> str:
-    """A new, empty bucket on the server; its name."""
+    """A new, empty bucket on the server; its name. Runs on asyncio and trio, through the S3
+    backend's shared session and transport (so botocore's models load once)."""
+    from aiobotocore.config import AioConfig
+
+    from slate_epoch.backends import _s3_shared
+
     bucket = f"test-{uuid.uuid4().hex}"
-    async with _admin_session().create_client("s3", endpoint_url=endpoint_url) as client:
+    config = AioConfig(http_session_cls=_s3_shared.Transport)
+    async with _s3_shared.session().create_client(
+        "s3", endpoint_url=endpoint_url, config=config
+    ) as client:
         await client.create_bucket(Bucket=bucket)
     return bucket
-
-
-@functools.cache
-def _admin_session() -> Any:
-    """One session for all bucket creations, so botocore's models load once."""
-    from aiobotocore.session import AioSession
-
-    return AioSession()
 
 
 # --- the child process ----------------------------------------------------------------------------
