@@ -36,6 +36,7 @@ from ._errors import (
     UnsupportedFormatError,
 )
 from ._gc import collect_garbage
+from ._lease import Lease, read_lease
 from ._manifest import Manifest, ManifestStore, RoleClaim
 from ._open import open_store
 from ._store import ObjectStore
@@ -217,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the newest manifest: each role's holder, the state's size, the GC boundary",
         "Show the newest manifest: its id, each role's epoch, claim id, when (UTC) and by whom "
         "it was claimed, the size of the application state, and the GC boundary (ids at or "
-        "below it may have been deleted).",
+        "below it may have been deleted). For a role held through lead(), its lease: held, "
+        "released, claiming (a standby is taking over) or older (left by an older epoch), its "
+        "owner, how many renewals, when (UTC, the holder's clock) it was last written.",
     )
     json_flag(inspect)
     inspect.set_defaults(run=_inspect)
@@ -403,12 +406,56 @@ def _claim_document(claim: RoleClaim) -> dict[str, Any]:
     }
 
 
+def _lease_state(claim: RoleClaim, lease: Lease) -> str:
+    if lease.claiming:
+        return "claiming"  # a standby won the lease and is claiming the role
+    if not lease.speaks_for(claim.epoch, claim.claim_id):
+        return "older"  # left by an older epoch: the holder claimed without lead()
+    return "released" if lease.released else "held"
+
+
+def _lease_document(claim: RoleClaim, lease: Lease | None) -> dict[str, Any] | None:
+    if lease is None:
+        return None
+    return {
+        "state": _lease_state(claim, lease),
+        "epoch": lease.epoch,
+        "owner": lease.owner or None,
+        "renewals": lease.renewals,
+        "released": lease.released,
+        "lease_seconds": lease.lease,
+        "renewed_at": _iso(lease.renewed_at_ms),
+        "renewed_at_ms": lease.renewed_at_ms or None,
+    }
+
+
+def _lease_lines(manifest: Manifest, leases: dict[str, Lease | None]) -> list[str]:
+    rows = [
+        [
+            claim.role,
+            _lease_state(claim, lease),
+            str(lease.epoch),
+            lease.owner or "-",
+            str(lease.renewals),
+            _iso(lease.renewed_at_ms) or "-",
+            f"{lease.lease:g}",
+        ]
+        for claim in manifest.roles
+        if (lease := leases.get(claim.role)) is not None
+    ]
+    if not rows:
+        return []
+    headers = ["ROLE", "LEASE", "EPOCH", "OWNER", "RENEWALS", "WRITTEN AT (UTC)", "SECONDS"]
+    return ["", *_table(headers, rows, right={2, 4, 6})]
+
+
 async def _inspect(args: argparse.Namespace) -> str:
     root: str = args.root
     async with _opened(args.url, must_exist=True) as store:
         manifests = _manifests(store, root)
         latest_id, manifest = await _read_latest(manifests, root)
         boundary = await manifests.read_boundary()
+        leases = {c.role: await read_lease(store, root, role=c.role) for c in manifest.roles}
     if args.json:
         return _json(
             {
@@ -418,6 +465,10 @@ async def _inspect(args: argparse.Namespace) -> str:
                 "state_size": len(manifest.state),
                 "write_id": manifest.write_id,
                 "roles": {claim.role: _claim_document(claim) for claim in manifest.roles},
+                "leases": {
+                    claim.role: _lease_document(claim, leases[claim.role])
+                    for claim in manifest.roles
+                },
             }
         )
     gc_note = f"{boundary} (ids 1-{boundary} may be gone)" if boundary else "0 (never collected)"
@@ -442,6 +493,7 @@ async def _inspect(args: argparse.Namespace) -> str:
     if rows:
         headers = ["ROLE", "EPOCH", "CLAIM ID", "CLAIMED AT (UTC)", "OWNER"]
         lines += _table(headers, rows, right={1})
+        lines += _lease_lines(manifest, leases)
     else:
         lines.append("(no role claimed)")
     return "\n".join(lines) + "\n"
