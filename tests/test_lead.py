@@ -266,6 +266,49 @@ async def test_a_plain_claim_fences_the_running_body(store: ObjectStore) -> None
     assert (left.epoch, left.released) == (1, True)
 
 
+async def test_a_plain_claim_epoch_holder_counts_as_stopped_after_a_lease(
+    store: ObjectStore,
+) -> None:
+    plain = await claim_epoch(store, ROOT, owner="never renews")
+    started = anyio.current_time()
+    with anyio.fail_after(LEASE + POLL + SLACK):
+        async with lead(store, ROOT, **options()) as handle:
+            waited = anyio.current_time() - started
+            assert handle.epoch == plain.epoch + 1
+    assert waited >= LEASE  # from first seeing the claim, by the standby's own clock
+
+
+async def test_a_standby_of_a_busy_renewing_leader_reads_only_the_lease(
+    store: ObjectStore,
+) -> None:
+    key = lease_key(ROOT, "writer")
+    holder_in, holder_leave = anyio.Event(), anyio.Event()
+
+    async def busy_holder() -> None:
+        async with lead(store, ROOT, **options()) as handle:
+            holder_in.set()
+            with anyio.move_on_after(30.0):
+                while not holder_leave.is_set():  # a new manifest version every 20 ms
+                    await handle.update(lambda manifest: manifest)
+                    await anyio.sleep(0.02)
+
+    watched = Watched(store)
+    with anyio.fail_after(30.0):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(busy_holder)
+            await holder_in.wait()
+            with anyio.move_on_after(3 * LEASE):
+                async with lead(watched, ROOT, **options(poll_every=0.05)):
+                    pytest.fail("entered while the holder renews")
+            holder_leave.set()
+    second_poll = [i for i, call in enumerate(watched.calls) if call[1] == key][1]
+    later = watched.calls[second_poll:]
+    # After its first look (the lease, then the newest manifest), one GET of the lease per
+    # poll, whatever the leader writes.
+    assert set(later) == {("get", key, None)}
+    assert len(later) >= 10
+
+
 # -- leaving -------------------------------------------------------------------------------------
 
 
