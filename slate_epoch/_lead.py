@@ -40,6 +40,7 @@ take over after ``lease``.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -400,7 +401,11 @@ class _Standby:
 
     async def attempt(self) -> _Holder | float:
         """Look, and take over if it is time: the holder, or when to look again."""
-        poll = self.settings.poll_every
+        # Each wait is drawn from [3/4, 1] of poll_every. With fixed waits, polls and renewals
+        # of the same period stay in one phase: a holder that became leader right after this
+        # standby looked renews right after each of its looks, and every takeover would cost the
+        # worst case, a whole poll more. (Also spreads several standbys' looks apart.)
+        poll = self.settings.poll_every * random.uniform(0.75, 1.0)
         view = await self._observe(verify=False)
         now = anyio.current_time()
         if view is None:
