@@ -188,8 +188,9 @@ class FencedError(SlateEpochError):
 
 class LeaseLostError(SlateEpochError):
     """``lead`` lost its lease without seeing a newer claim: its renewals kept failing until the
-    lease would run out by this process's own clock, or a standby took the lease over. The body
-    was cancelled before a standby could take over; fencing protects the store either way."""
+    lease would run out by this process's own clock (the body is then cancelled before a standby
+    may take over), or a standby found the lease stale and took it over. Either way the body was
+    cancelled; fencing protects the store regardless."""
 
     def __init__(self, role: str, epoch: int, reason: str) -> None:
         super().__init__(f"role {role!r}: the lease of epoch {epoch} was lost: {reason}")
