@@ -21,8 +21,9 @@ the body stops first as long as the two clocks' rates differ by less than the ma
 (``margin / (lease - margin)``, 11 %; real clocks differ by 0.01 %): the rest of the margin is the
 body's time to reach a checkpoint. Nothing compares clocks across processes.
 
-**Waiting.** A standby polls the lease and the role's claim in the newest manifest every
-``poll_every`` and notes, by its own clock, when what it sees last changed. It takes over:
+**Waiting.** A standby reads the lease at most ``poll_every`` apart (and the role's claim in
+the newest manifest when the lease says it may have changed), and notes, by its own clock, when
+what it sees last changed. It takes over:
 
 - at once if the role was never claimed, or its lease is released;
 - after ``max(lease, the holder's advertised lease)`` without change while a lease speaks for
@@ -90,7 +91,8 @@ async def lead(
             await serve(handle)
 
     Entering waits until the role is free (never claimed, released, or its holder stopped
-    renewing for ``lease`` seconds), checking every ``poll_every`` (default ``lease / 3``), then
+    renewing for ``lease`` seconds), checking at most ``poll_every`` apart (default
+    ``lease / 3``), then
     claims it: ``ClaimTimeoutError`` after ``timeout`` seconds (None: wait as long as it takes).
     While the body runs, the lease is renewed every ``renew_every`` (default ``lease / 3``).
 
