@@ -91,9 +91,9 @@ async def lead(
             await serve(handle)
 
     Entering waits until the role is free (never claimed, released, or its holder stopped
-    renewing for ``lease`` seconds), checking at most ``poll_every`` apart (default
-    ``lease / 3``), then
-    claims it: ``ClaimTimeoutError`` after ``timeout`` seconds (None: wait as long as it takes).
+    renewing for ``lease`` seconds), looking at most ``poll_every`` apart (default ``lease / 3``),
+    then claims it: ``ClaimTimeoutError`` after ``timeout`` seconds (None: wait as long as it
+    takes).
     While the body runs, the lease is renewed every ``renew_every`` (default ``lease / 3``).
 
     The body is cancelled, and the ``async with`` raises:
