@@ -1,6 +1,8 @@
 """slate-epoch: single-writer epochs on object storage.
 
-Claim an epoch for a role; a newer claim fences every older holder. See README.md.
+Claim an epoch for a role; a newer claim fences every older holder. ``lead`` holds a role for
+as long as a body runs, with standbys taking over when it stops. See README.md and
+docs/leading.md.
 """
 
 from ._claim import EpochHandle, claim_epoch
@@ -12,6 +14,8 @@ from ._errors import (
     FencedError,
     InvalidKeyError,
     InvariantViolationError,
+    LeaseCorruptError,
+    LeaseLostError,
     ManifestCorruptError,
     ManifestError,
     ManifestVersionExistsError,
@@ -29,6 +33,8 @@ from ._errors import (
     WalTrimmedError,
 )
 from ._gc import GarbageReport, collect_garbage
+from ._lead import lead
+from ._lease import Lease, read_lease
 from ._manifest import Manifest, ManifestStore, RoleClaim
 from ._open import open_store, register_backend
 from ._retry import Backoff
@@ -50,6 +56,9 @@ __all__ = [
     "GetResult",
     "InvalidKeyError",
     "InvariantViolationError",
+    "Lease",
+    "LeaseCorruptError",
+    "LeaseLostError",
     "Manifest",
     "ManifestCorruptError",
     "ManifestError",
@@ -77,7 +86,9 @@ __all__ = [
     "WalWriter",
     "claim_epoch",
     "collect_garbage",
+    "lead",
     "open_store",
+    "read_lease",
     "read_wal",
     "register_backend",
 ]

@@ -14,11 +14,13 @@
     ├── ManifestError                   a manifest could not be used
     │   ├── ManifestVersionExistsError  RETRY: another write took that manifest id; re-read, redo
     │   ├── ManifestCorruptError        stop: bad magic, checksum or body; the object is left as is
+    │   │   └── LeaseCorruptError       stop: ... of a role's lease object (see ``lead``)
     │   └── UnsupportedFormatError      stop: an intact manifest from a newer slate-epoch
     ├── WalError                        the write-ahead log could not be read
     │   ├── WalCorruptError             stop: an entry with a bad header or checksum; left as is
     │   └── WalTrimmedError             stop: the entries asked for were trimmed after replay
     ├── FencedError                     stop: a newer epoch holds the role; this handle is finished
+    ├── LeaseLostError                  stop: ``lead`` could not renew its lease in time
     ├── OperationTimeoutError (TimeoutError)   stop: the deadline passed; .attempts, .last_error
     │   └── ClaimTimeoutError           ... while claiming (or after max_conflicts conflicts)
     └── InvariantViolationError         stop: the store holds what the protocol forbids
@@ -39,6 +41,8 @@ __all__ = [
     "FencedError",
     "InvalidKeyError",
     "InvariantViolationError",
+    "LeaseCorruptError",
+    "LeaseLostError",
     "ManifestCorruptError",
     "ManifestError",
     "ManifestVersionExistsError",
@@ -131,6 +135,11 @@ class ManifestCorruptError(ManifestError):
         self.reason = reason
 
 
+class LeaseCorruptError(ManifestCorruptError):
+    """The object at a role's lease key is not an intact slate-epoch lease (framed like a
+    manifest, with its own magic). Never overwritten: ``lead`` stops until someone looks."""
+
+
 class UnsupportedFormatError(ManifestError):
     """An intact manifest written in a format newer than this library reads."""
 
@@ -175,6 +184,19 @@ class FencedError(SlateEpochError):
         self.role = role
         self.epoch = epoch
         self.newer_epoch = newer_epoch
+
+
+class LeaseLostError(SlateEpochError):
+    """``lead`` lost its lease without seeing a newer claim: its renewals kept failing until the
+    lease would run out by this process's own clock (the body is then cancelled before a standby
+    may take over), or a standby found the lease stale and took it over. Either way the body was
+    cancelled; fencing protects the store regardless."""
+
+    def __init__(self, role: str, epoch: int, reason: str) -> None:
+        super().__init__(f"role {role!r}: the lease of epoch {epoch} was lost: {reason}")
+        self.role = role
+        self.epoch = epoch
+        self.reason = reason
 
 
 class OperationTimeoutError(SlateEpochError, TimeoutError):

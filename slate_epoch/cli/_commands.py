@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from .._claim import claim_epoch
 from .._errors import NotFoundError
 from .._gc import collect_garbage
+from .._lease import read_lease
 from .._manifest import Manifest, ManifestStore
 from .._open import open_store
 from .._retry import DEFAULT_BACKOFF, Retrier, with_deadline
@@ -67,7 +68,11 @@ async def inspect(args: argparse.Namespace) -> InspectResult:
         async def look(retrier: Retrier) -> InspectResult:
             latest_id, manifest = await _newest(manifests, root, retrier)
             boundary = await retrier.call(manifests.read_boundary)
-            return InspectResult(root, latest_id, boundary, manifest)
+            leases = {
+                claim.role: await retrier.call(partial(read_lease, store, root, role=claim.role))
+                for claim in manifest.roles
+            }
+            return InspectResult(root, latest_id, boundary, manifest, leases)
 
         return await with_deadline("inspect", args.timeout, DEFAULT_BACKOFF, look)
 

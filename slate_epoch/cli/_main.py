@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the newest manifest: each role's holder, the state's size, the GC boundary",
         "Show the newest manifest: its id, each role's epoch, claim id, when (UTC) and by whom "
         "it was claimed, the size of the application state, and the GC boundary (ids at or "
-        "below it may have been deleted).",
+        "below it may have been deleted). For a role held through lead(), its lease: held, "
+        "released, claiming (a standby is taking over) or older (left by an older epoch), its "
+        "owner, how many renewals, when (UTC, the holder's clock) it was last written.",
     )
     json_flag(inspect)
     timeout_flag(inspect)

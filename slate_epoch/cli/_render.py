@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from functools import singledispatch
 from typing import Any
 
+from .._lease import Lease
 from .._manifest import RoleClaim
 from ._results import ClaimResult, GcResult, HistoryResult, InspectResult
 
@@ -78,6 +79,49 @@ def _claim_document(claim: RoleClaim) -> dict[str, Any]:
 # -- inspect -----------------------------------------------------------------------------------
 
 
+def _lease_state(claim: RoleClaim, lease: Lease) -> str:
+    if lease.claiming:
+        return "claiming"  # a standby won the lease and is claiming the role
+    if not lease.speaks_for(claim.epoch, claim.claim_id):
+        return "older"  # left by an older epoch: the holder claimed without lead()
+    return "released" if lease.released else "held"
+
+
+def _lease_document(claim: RoleClaim, lease: Lease | None) -> dict[str, Any] | None:
+    if lease is None:
+        return None
+    return {
+        "state": _lease_state(claim, lease),
+        "epoch": lease.epoch,
+        "owner": lease.owner or None,
+        "renewals": lease.renewals,
+        "released": lease.released,
+        "lease_seconds": lease.lease,
+        "renewed_at": iso(lease.renewed_at_ms),
+        "renewed_at_ms": lease.renewed_at_ms or None,
+    }
+
+
+def _lease_lines(result: InspectResult) -> list[str]:
+    rows = [
+        [
+            claim.role,
+            _lease_state(claim, lease),
+            str(lease.epoch),
+            lease.owner or "-",
+            str(lease.renewals),
+            iso(lease.renewed_at_ms) or "-",
+            f"{lease.lease:g}",
+        ]
+        for claim in result.manifest.roles
+        if (lease := result.leases.get(claim.role)) is not None
+    ]
+    if not rows:
+        return []
+    headers = ["ROLE", "LEASE", "EPOCH", "OWNER", "RENEWALS", "WRITTEN AT (UTC)", "SECONDS"]
+    return ["", *table(headers, rows, right={2, 4, 6})]
+
+
 @document.register
 def _(result: InspectResult) -> dict[str, Any]:
     manifest = result.manifest
@@ -88,6 +132,10 @@ def _(result: InspectResult) -> dict[str, Any]:
         "state_size": len(manifest.state),
         "write_id": manifest.write_id,
         "roles": {claim.role: _claim_document(claim) for claim in manifest.roles},
+        "leases": {
+            claim.role: _lease_document(claim, result.leases.get(claim.role))
+            for claim in manifest.roles
+        },
     }
 
 
@@ -110,6 +158,7 @@ def _(result: InspectResult) -> list[str]:
     if rows:
         headers = ["ROLE", "EPOCH", "CLAIM ID", "CLAIMED AT (UTC)", "OWNER"]
         lines += table(headers, rows, right={1})
+        lines += _lease_lines(result)
     else:
         lines.append("(no role claimed)")
     return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._gc import GarbageReport
+from .._lease import Lease
 from .._manifest import Manifest, RoleClaim
 
 __all__ = ["ClaimResult", "GcResult", "HistoryResult", "InspectResult"]
@@ -16,6 +17,7 @@ class InspectResult:
     latest_id: int
     gc_boundary: int
     manifest: Manifest
+    leases: dict[str, Lease | None]  # per role: its lease object, if lead() ever wrote one
 
 
 @dataclass(frozen=True)

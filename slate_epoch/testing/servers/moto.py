@@ -78,18 +78,13 @@ class MotoServer(ServerProcess):
 
 
 async def create_bucket(endpoint_url: str) -> str:
-    """A new, empty bucket on the server; its name. Runs on asyncio and trio, through the S3
-    backend's shared session and transport (so botocore's models load once)."""
-    from aiobotocore.config import AioConfig
-
-    from slate_epoch.backends import _s3_shared
+    """A new, empty bucket on the server; its name. Runs on asyncio and trio, through an
+    ``S3Store``'s own client (so the process's shared session and its models are reused)."""
+    from slate_epoch.backends.s3 import S3Store
 
     bucket = f"test-{uuid.uuid4().hex}"
-    config = AioConfig(http_session_cls=_s3_shared.Transport)
-    async with _s3_shared.session().create_client(
-        "s3", endpoint_url=endpoint_url, config=config
-    ) as client:
-        await client.create_bucket(Bucket=bucket)
+    async with S3Store(bucket, endpoint_url=endpoint_url) as store:
+        await store.client.create_bucket(Bucket=bucket)
     return bucket
 
 
