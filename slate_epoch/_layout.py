@@ -6,6 +6,7 @@
     {root}/manifest-boundary              retention's boundary for them
     {root}/wal/{id:020d}.wal              the write-ahead log (entries and fences)
     {root}/wal-boundary                   the log's trim boundary
+    {root}/lease/{role, encoded}          a role's lease, when held through lead()
 
 Ids are 20 ASCII digits; any other name in those folders is a foreign object, never read,
 counted or deleted.
@@ -21,6 +22,8 @@ from ._store import validate_key
 __all__ = [
     "Numbered",
     "check_root",
+    "encode_role",
+    "lease_key",
     "log_boundary_key",
     "log_entries",
     "manifest_boundary_key",
@@ -29,6 +32,9 @@ __all__ = [
 ]
 
 _DIGITS: Final = frozenset("0123456789")
+# Characters kept as they are in an encoded role: lower-case letters, digits, and the unreserved
+# punctuation of RFC 3986 but "." (so "." and ".." can never come out).
+_SAFE_IN_ROLE: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_~")
 _WIDTH: Final = 20
 
 
@@ -87,3 +93,22 @@ def log_entries(root: str) -> Numbered:
 
 def log_boundary_key(root: str) -> str:
     return _under(root, "wal-boundary")
+
+
+def encode_role(role: str) -> str:
+    """``role`` as one key component, whatever it holds: every character but ``a-z 0-9 - _ ~``
+    becomes ``%XX`` per UTF-8 byte, so ``/``, ``.``, ``..`` and a leading ``.`` never reach the
+    store, and upper case is encoded too, so that two roles differing only in case stay two
+    objects on a case-insensitive filesystem (a local store on macOS)."""
+    return "".join(
+        char if char in _SAFE_IN_ROLE else "".join(f"%{byte:02X}" for byte in char.encode())
+        for char in role
+    )
+
+
+def lease_key(root: str, role: str) -> str:
+    """Where the lease of ``role`` under ``root`` lives. ``InvalidKeyError`` if no store could
+    hold it (a bad root, or a role so long the key passes 1024 bytes)."""
+    if not isinstance(role, str) or not role or not role.isprintable():
+        raise ValueError(f"role must be a non-empty printable str, got {role!r}")
+    return validate_key(_under(root, f"lease/{encode_role(role)}"))

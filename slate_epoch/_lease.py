@@ -9,12 +9,8 @@ The role is percent-encoded to one valid key component whatever it holds: every 
 never reach the store, and upper case is encoded too, so that two roles differing only in case
 stay two objects on a case-insensitive filesystem (a local store on macOS).
 
-On the store a lease is framed like a manifest, with its own magic and format version::
-
-    offset 0   4 bytes  magic b"SLEL"
-    offset 4   4 bytes  CRC-32 (zlib) of every byte from offset 8 on, big-endian
-    offset 8   2 bytes  format version, big-endian
-    offset 10  ...      msgspec msgpack body (the ``Lease`` struct)
+On the store a lease is framed like every object (``_framing``: magic ``SLEL``, CRC-32, format
+version) around the msgspec msgpack of the ``Lease`` struct.
 
 A damaged or foreign object is ``LeaseCorruptError`` naming the key: it is never written over
 (every write is a compare-and-swap on the etag of a lease that decoded).
@@ -28,8 +24,6 @@ and a standby watching for change would miss one).
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Final
 
@@ -42,28 +36,22 @@ from ._errors import (
     NotFoundError,
     PreconditionError,
     TransientStoreError,
-    UnsupportedFormatError,
 )
+from ._framing import frame, unframe
+from ._layout import lease_key
 from ._retry import Backoff
-from ._store import ObjectStore, PutMode, UpdateVersion, validate_key
+from ._store import ObjectStore, PutMode, UpdateVersion
 
 __all__ = [
-    "LEASE_FORMAT_VERSION",
     "Lease",
     "LeaseSlot",
     "decode_lease",
     "encode_lease",
-    "encode_role",
     "lease_key",
     "read_lease",
 ]
 
 LEASE_MAGIC: Final = b"SLEL"
-LEASE_FORMAT_VERSION: Final = 1
-_HEADER = struct.Struct(">4sIH")
-# Characters kept as they are in an encoded role: lower-case letters, digits, and the unreserved
-# punctuation of RFC 3986 but "." (so "." and ".." can never come out).
-_SAFE: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_~")
 
 
 class Lease(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -101,44 +89,15 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Lease)
 
 
-def encode_role(role: str) -> str:
-    """``role`` as one key component (see the module docstring)."""
-    return "".join(
-        char if char in _SAFE else "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
-        for char in role
-    )
-
-
-def lease_key(root: str, role: str) -> str:
-    """Where the lease of ``role`` under ``root`` lives. ``InvalidKeyError`` if no store could
-    hold it (a bad root, or a role so long the key passes 1024 bytes)."""
-    if not isinstance(role, str) or not role or not role.isprintable():
-        raise ValueError(f"role must be a non-empty printable str, got {role!r}")
-    root = root.strip("/")
-    name = f"lease/{encode_role(role)}"
-    return validate_key(f"{root}/{name}" if root else name)
-
-
 def encode_lease(lease: Lease) -> bytes:
-    tail = LEASE_FORMAT_VERSION.to_bytes(2, "big") + _encoder.encode(lease)
-    return LEASE_MAGIC + zlib.crc32(tail).to_bytes(4, "big") + tail
+    return frame(LEASE_MAGIC, _encoder.encode(lease))
 
 
 def decode_lease(data: bytes, key: str, role: str) -> Lease:
     """Parse a stored lease of ``role``: magic, checksum and format first, then the body."""
-    if len(data) < _HEADER.size:
-        raise LeaseCorruptError(key, f"{len(data)} bytes is shorter than the header")
-    magic, checksum, version = _HEADER.unpack_from(data)
-    if magic != LEASE_MAGIC:
-        raise LeaseCorruptError(key, f"bad magic {magic!r}: not a slate-epoch lease")
-    if zlib.crc32(memoryview(data)[8:]) != checksum:
-        raise LeaseCorruptError(key, "checksum mismatch")
-    if version > LEASE_FORMAT_VERSION:
-        raise UnsupportedFormatError(key, version, LEASE_FORMAT_VERSION)
-    if version < 1:
-        raise LeaseCorruptError(key, f"format version {version} was never written")
+    body = unframe(LEASE_MAGIC, data, key, LeaseCorruptError)
     try:
-        lease = _decoder.decode(memoryview(data)[_HEADER.size :])
+        lease = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise LeaseCorruptError(key, f"undecodable body: {exc}") from exc
     if lease.role != role:

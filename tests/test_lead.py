@@ -35,7 +35,8 @@ from slate_epoch import (
     lead,
     read_lease,
 )
-from slate_epoch._lease import decode_lease, encode_lease, encode_role, lease_key
+from slate_epoch._layout import encode_role, lease_key
+from slate_epoch._lease import decode_lease, encode_lease
 from slate_epoch._store import Body, listing, validate_key
 from slate_epoch.backends.memory import MemoryStore
 from slate_epoch.testing import FaultyStore
