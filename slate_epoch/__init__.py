@@ -35,10 +35,19 @@ from ._errors import (
 from ._gc import GarbageReport, collect_garbage
 from ._lead import lead
 from ._lease import Lease, read_lease
-from ._manifest import Manifest, ManifestStore, RoleClaim
+from ._manifest import Manifest, ManifestCache, ManifestStore, RoleClaim
 from ._open import open_store, register_backend
 from ._retry import Backoff
-from ._store import Body, GetResult, ObjectMeta, ObjectStore, PutMode, PutResult, UpdateVersion
+from ._store import (
+    Body,
+    GetResult,
+    ObjectMeta,
+    ObjectStore,
+    PutMode,
+    PutResult,
+    StoreBase,
+    UpdateVersion,
+)
 from ._wal import WalEntry, WalWriter, read_wal
 
 __version__ = "0.1.0"
@@ -60,6 +69,7 @@ __all__ = [
     "LeaseCorruptError",
     "LeaseLostError",
     "Manifest",
+    "ManifestCache",
     "ManifestCorruptError",
     "ManifestError",
     "ManifestStore",
@@ -73,6 +83,7 @@ __all__ = [
     "PutResult",
     "RoleClaim",
     "SlateEpochError",
+    "StoreBase",
     "StoreError",
     "StoreUnreachableError",
     "TransientStoreError",
