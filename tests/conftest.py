@@ -12,7 +12,8 @@ AZURE_STORAGE_CONNECTION_STRING at Azurite, so nothing reaches Azure.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from slate_epoch.testing.servers import (
     create_container,
     create_gcs_bucket,
 )
+from tests.interpose import Interposer
 
 BACKENDS = ["memory", "local", "s3", "azure", "gcs"]
 # Backends whose client runs on asyncio only: their (backend, trio) tests are deselected.
@@ -112,34 +114,70 @@ def azure_connection_string(azurite: AzuriteServer) -> Iterator[str]:
         yield azurite.connection_string
 
 
-async def _make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> ObjectStore:
+# Opens another store object over the same storage (a new, unopened one each call).
+Reopen = Callable[[], ObjectStore]
+
+
+async def _make_store(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[ObjectStore, Reopen]:
+    """A fresh store of backend ``name`` (a new bucket or container), and how to open another
+    store object over the same storage, as another process would."""
     if name == "memory":
-        return MemoryStore()
+        memory = MemoryStore()
+        return memory, lambda: Interposer(memory)  # one dict: another object over it
     if name == "local":
         from slate_epoch.backends.local import LocalStore
 
-        return LocalStore(tmp_path / "store")
+        folder = tmp_path / "store"
+        return LocalStore(folder), lambda: LocalStore(folder)
     if name == "s3":
         from slate_epoch.backends.s3 import S3Store
 
         endpoint_url = request.getfixturevalue("s3_endpoint")
-        return S3Store(await create_bucket(endpoint_url), endpoint_url=endpoint_url)
+        bucket = await create_bucket(endpoint_url)
+        return S3Store(bucket, endpoint_url=endpoint_url), lambda: S3Store(
+            bucket, endpoint_url=endpoint_url
+        )
     if name == "azure":
         from slate_epoch.backends.azure import AzureBlobStore
 
         connection_string = request.getfixturevalue("azure_connection_string")
-        return AzureBlobStore(await create_container(connection_string))
+        container = await create_container(connection_string)
+        return AzureBlobStore(container), lambda: AzureBlobStore(container)
     if name == "gcs":
         from slate_epoch.backends.gcs import GCSStore
 
         endpoint_url = request.getfixturevalue("gcs_endpoint")
-        return GCSStore(await create_gcs_bucket(endpoint_url))  # STORAGE_EMULATOR_HOST: the server
+        bucket = await create_gcs_bucket(endpoint_url)  # STORAGE_EMULATOR_HOST: the server
+        return GCSStore(bucket), lambda: GCSStore(bucket)
     raise AssertionError(f"unknown backend {name}")
+
+
+_REOPEN = pytest.StashKey[Reopen]()
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
     """A fresh, empty store of each backend (S3, GCS: a new bucket; Azure: a new container);
     closed after the test."""
-    async with await _make_store(str(request.param), tmp_path, request) as opened:
+    made, reopen = await _make_store(str(request.param), tmp_path, request)
+    request.node.stash[_REOPEN] = reopen
+    async with made as opened:
         yield opened
+
+
+@pytest.fixture
+async def other_processes(
+    store: ObjectStore, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[], Awaitable[ObjectStore]]]:
+    """``await other_processes()``: another store object over the ``store`` fixture's storage,
+    open (its own client and connections, its own manifest cache), as another process has;
+    all closed after the test."""
+    reopen = request.node.stash[_REOPEN]
+    async with AsyncExitStack() as stack:
+
+        async def open_another() -> ObjectStore:
+            return await stack.enter_async_context(reopen())
+
+        yield open_another

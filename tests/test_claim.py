@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -179,28 +179,36 @@ async def test_claim_that_loses_the_race_bumps_on_top_of_the_rival(store: Object
         await rivals[0].refresh()
 
 
-async def test_concurrent_claimers_get_distinct_epochs_and_one_survives(
-    store: ObjectStore,
+@pytest.mark.timeout(600)  # ~1,000 requests a round; moto serves one at a time: ~100 s here
+async def test_32_processes_race_to_claim_20_rounds_each_with_32_distinct_epochs(
+    store: ObjectStore, other_processes: Callable[[], Awaitable[ObjectStore]]
 ) -> None:
-    handles: list[EpochHandle] = []
+    """32 processes' worth of store objects (each its own client, connections and cache) claim
+    one role at once, 20 rounds over: every claim succeeds with its own epoch, the ids stay
+    contiguous, and only the newest holder survives."""
+    stores = [await other_processes() for _ in range(32)]
+    for round_ in range(20):
+        root = f"race-{round_}"
+        handles: list[EpochHandle] = []
 
-    async def claimant() -> None:
-        # each claimant is its own "process": its own store object, so no shared cache
-        handles.append(await claim_epoch(Interposer(store), backoff=FAST))
+        async def claim(
+            process: ObjectStore, root: str = root, handles: list[EpochHandle] = handles
+        ) -> None:
+            handles.append(await claim_epoch(process, root, timeout=120))
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(32):
-            tg.start_soon(claimant)
-    assert sorted(h.epoch for h in handles) == list(range(1, 33))
+        async with anyio.create_task_group() as tg:
+            for process in stores:
+                tg.start_soon(claim, process)
+        assert sorted(h.epoch for h in handles) == list(range(1, 33)), f"round {round_}"
+        assert await manifest_ids(store, root) == list(range(1, 33)), f"round {round_}"
     survivors = []
-    for handle in handles:
+    for handle in handles:  # the last round's
         try:
             await handle.refresh()
         except FencedError:
             continue
-        survivors.append(handle)
-    assert [h.epoch for h in survivors] == [32]
-    assert await manifest_ids(store) == list(range(1, 33))
+        survivors.append(handle.epoch)
+    assert survivors == [32]
 
 
 def _rival_manifest(base: Manifest, role: str, n: int) -> Manifest:

@@ -513,28 +513,6 @@ async def test_start_after_is_exclusive(gcs: GCSStore) -> None:
     assert requests.sent[0].url.params.get("startOffset") == "a"
 
 
-@pytest.mark.timeout(300)
-async def test_concurrent_claimers_get_distinct_epochs(bucket: str) -> None:
-    """32 processes' worth of clients (one GCSStore each, nothing shared) claim one role at once,
-    a few rounds over: every claim succeeds with its own epoch, and the ids stay contiguous."""
-    async with AsyncExitStack() as stack:
-        stores = [await stack.enter_async_context(GCSStore(bucket)) for _ in range(32)]
-        for round_ in range(3):
-            root = f"race-{round_}"
-            epochs: list[int] = []
-
-            async def claim(store: GCSStore, root: str = root, epochs: list[int] = epochs) -> None:
-                epochs.append((await claim_epoch(store, root, timeout=120)).epoch)
-
-            with anyio.fail_after(150):
-                async with anyio.create_task_group() as tg:
-                    for store in stores:
-                        tg.start_soon(claim, store)
-            assert sorted(epochs) == list(range(1, 33)), f"round {round_}"
-            keys = [m.key async for m in stores[0].list(f"{root}/manifest/")]
-            assert keys == [f"{root}/manifest/{i:020d}.manifest" for i in range(1, 33)]
-
-
 async def test_unreachable_endpoint_fails_within_bounded_time() -> None:
     store = GCSStore("bucket", endpoint_url=_closed_port_url(), anonymous=True, max_attempts=2)
     async with store:

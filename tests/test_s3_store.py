@@ -18,7 +18,7 @@ import statistics
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -868,31 +868,6 @@ def test_a_child_after_fork_starts_with_no_session(s3_endpoint: str) -> None:
 
 
 # --- claims through S3 ----------------------------------------------------------------------------
-
-
-@pytest.mark.timeout(600)  # ~1,200 requests a round, serialised by moto: 1-3 min a loop here
-async def test_concurrent_claimers_get_distinct_epochs(s3_endpoint: str, bucket: str) -> None:
-    """32 processes' worth of clients (one S3Store each, nothing shared) claim one role at once,
-    20 times over: every claim succeeds with its own epoch, and the ids stay contiguous."""
-    async with AsyncExitStack() as stack:
-        stores = [
-            await stack.enter_async_context(S3Store(bucket, endpoint_url=s3_endpoint))
-            for _ in range(32)
-        ]
-        for round_ in range(20):
-            root = f"race-{round_}"
-            epochs: list[int] = []
-
-            async def claim(store: S3Store, root: str = root, epochs: list[int] = epochs) -> None:
-                epochs.append((await claim_epoch(store, root, timeout=60)).epoch)
-
-            with anyio.fail_after(90):
-                async with anyio.create_task_group() as tg:
-                    for store in stores:
-                        tg.start_soon(claim, store)
-            assert sorted(epochs) == list(range(1, 33)), f"round {round_}"
-            keys = [m.key async for m in stores[0].list(f"{root}/manifest/")]
-            assert keys == [f"{root}/manifest/{i:020d}.manifest" for i in range(1, 33)]
 
 
 async def test_requests_per_claim(s3_endpoint: str, bucket: str) -> None:
