@@ -20,8 +20,11 @@ lint: $(VENV)/.linked
 types: $(VENV)/.linked
 	$(BIN)/mypy slate_epoch tests benchmarks examples
 
+# Three workers on two cores: most tests wait on a server, not on the CPU.
+PYTEST_WORKERS ?= 3
+
 pytest: $(VENV)/.linked $(AZURITE)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: $(VENV)/.linked
 	$(BIN)/python examples/demo.py

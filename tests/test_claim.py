@@ -179,15 +179,17 @@ async def test_claim_that_loses_the_race_bumps_on_top_of_the_rival(store: Object
         await rivals[0].refresh()
 
 
-@pytest.mark.timeout(600)  # ~1,000 requests a round; moto serves one at a time: ~100 s here
+@pytest.mark.timeout(600)  # ~1,000 requests a round; moto serves one at a time: ~5 s a round
+@pytest.mark.parametrize("rounds", [range(0, 5), range(5, 10), range(10, 15), range(15, 20)])
 async def test_32_processes_race_to_claim_20_rounds_each_with_32_distinct_epochs(
-    store: ObjectStore, other_processes: Callable[[], Awaitable[ObjectStore]]
+    store: ObjectStore, other_processes: Callable[[], Awaitable[ObjectStore]], rounds: range
 ) -> None:
     """32 processes' worth of store objects (each its own client, connections and cache) claim
-    one role at once, 20 rounds over: every claim succeeds with its own epoch, the ids stay
-    contiguous, and only the newest holder survives."""
+    one role at once, 20 rounds over (in four blocks, so that test workers share them): every
+    claim succeeds with its own epoch, the ids stay contiguous, and only the newest holder
+    survives."""
     stores = [await other_processes() for _ in range(32)]
-    for round_ in range(20):
+    for round_ in rounds:
         root = f"race-{round_}"
         handles: list[EpochHandle] = []
 
