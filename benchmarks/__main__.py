@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows, timings, failed = _run(chosen, run, notes)
     meta = _meta(argv, args.quick, time.perf_counter() - started, load_before)
     meta["out"] = str(args.out)
+    meta["s3_latency_ms"] = run.s3_latency_ms if run.s3 else None
     meta["jobs"] = timings
     args.out.mkdir(parents=True, exist_ok=True)
     problem = chart(args.out / "results.png", rows, known)

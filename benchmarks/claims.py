@@ -39,10 +39,10 @@ def in_loop(
     return Job(scenario, label, run)
 
 
-async def cold_claim(store: ObjectStore) -> EpochHandle:
+async def cold_claim(store: ObjectStore, root: str = "") -> EpochHandle:
     """A claim that knows nothing of the root, as in a new process: an empty ``ManifestCache``
     instead of the one this process keeps for ``store``."""
-    return await claim_epoch(store, cache=ManifestCache())
+    return await claim_epoch(store, root, cache=ManifestCache())
 
 
 async def timed_claim(store: ObjectStore, *, cold: bool = False) -> tuple[EpochHandle, float]:
@@ -52,13 +52,16 @@ async def timed_claim(store: ObjectStore, *, cold: bool = False) -> tuple[EpochH
     return handle, perf_counter() - start
 
 
-async def forget(handle: EpochHandle, wal: WalWriter | None = None) -> None:
+async def forget(
+    handle: EpochHandle, wal: WalWriter | None = None, *, via: ObjectStore | None = None
+) -> None:
     """Delete the manifest a claim just wrote (and the fence ``wal`` wrote), so that the next
-    cold claim meets the same state. Benchmarks only: a real deployment never deletes its newest
-    manifest."""
+    cold claim meets the same state; ``via``: another store object over the same data (default:
+    the handle's). Benchmarks only: a real deployment never deletes its newest manifest."""
+    store = handle.store if via is None else via
     if wal is not None:
-        await handle.store.delete(fence_key(handle.root, wal.fence_id))
-    await handle.store.delete(ManifestStore(handle.store, handle.root).key(handle.manifest_id))
+        await store.delete(fence_key(handle.root, wal.fence_id))
+    await store.delete(ManifestStore(store, handle.root).key(handle.manifest_id))
 
 
 def fence_key(root: str, fence_id: int) -> str:

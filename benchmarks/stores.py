@@ -200,15 +200,15 @@ def new_folder(env: Environment, kind: str) -> Path:
     return env.workdir / f"{kind}-{next(_folder_ids)}"
 
 
-async def prefill(store: ObjectStore, count: int, *, concurrency: int = 8) -> None:
-    """Manifests 1..``count`` under the root ``""``, as a long-lived service leaves behind.
+async def prefill(store: ObjectStore, count: int, *, concurrency: int = 8, root: str = "") -> None:
+    """Manifests 1..``count`` under ``root``, as a long-lived service leaves behind.
 
     The first is written with ``ManifestStore.write``; the rest are the same bytes at the
     following ids (a manifest does not contain its own id), written ``concurrency`` at a time.
     """
     if count < 1:
         return
-    manifests = ManifestStore(store)
+    manifests = ManifestStore(store, root)
     claim = RoleClaim(role="writer", epoch=1, claim_id="prefill", owner="benchmarks")
     await manifests.write(1, Manifest(roles=(claim,), state=b"x" * 64))
     body = (await store.get(manifests.key(1))).body
