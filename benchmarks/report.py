@@ -151,7 +151,7 @@ def chart(path: Path, rows: Sequence[Row], scenarios: Sequence[Scenario[Any]]) -
         for ax in places[len(panels) :]:
             ax.set_axis_off()
         figure.suptitle("slate-epoch benchmarks: medians of one run (compare within the run)")
-        figure.tight_layout()
+        figure.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title above the panels
         figure.savefig(path, dpi=110)
     except Exception as exc:  # a broken chart must not lose the table and the JSON
         return f"no chart: drawing it failed ({type(exc).__name__}: {exc})"
