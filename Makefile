@@ -30,7 +30,8 @@ demo: $(VENV)/.linked
 	$(BIN)/python examples/demo.py
 
 # The benchmark harness; installs the bench extra (peers, chart, progress bar) when missing.
-# Options: make bench BENCH_ARGS="--s3" (or --quick, --only ..., --out DIR).
+# Options: make bench BENCH_ARGS="--s3" (S3 on moto, and S3 at 20 ms a round trip; or
+# --s3-latency MS, --quick, --only ..., --out DIR). See docs/performance.md.
 bench: $(VENV)/.linked
 	$(BIN)/python -c "import slatedb, obstore, matplotlib, rich" 2>/dev/null \
 		|| $(BIN)/python -m pip install --quiet -e '.[dev,s3,gcs,azure,bench]'

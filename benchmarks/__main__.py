@@ -1,10 +1,12 @@
-"""``python -m benchmarks``: what a claim costs, how it scales, how it recovers, beside the peers.
+"""``python -m benchmarks``: what a claim costs, how it scales, how it recovers, beside the peers,
+and on S3 at a real region's latency.
 
-Runs every scenario on the embedded backends (memory, a local folder with and without fsync),
-plus S3 against a local moto server with ``--s3``; prints one table and writes
-``results.json``, ``table.md`` and ``results.png`` to ``--out`` (default ``bench-results/``).
-``--quick`` runs every scenario with few samples, in seconds. Nothing is asserted: medians and
-p99, and ratios between numbers measured in the same run.
+Runs every scenario (``benchmarks.scenarios``) on the embedded backends (memory, a local folder
+with and without fsync), plus S3 against a local moto server with ``--s3`` (which also runs
+``s3_latency``: the same server behind a proxy that adds ``--s3-latency`` ms to each request);
+prints one table and writes ``results.json``, ``table.md`` and ``results.png`` to ``--out``
+(default ``bench-results/``). ``--quick`` runs every scenario with few samples, in seconds.
+Nothing is asserted: medians, p90 and p99, and ratios between numbers measured in the same run.
 """
 
 from __future__ import annotations
@@ -24,39 +26,54 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .model import SCENARIOS, Job, Plan, Row, Scenario
+from .model import Job, Row, Run, Scenario
 from .report import chart, markdown, print_table, write_json
-from .scenarios import contention, history, lost_responses, uncontended
-from .side_by_side import NOTES, exit_notes, side_by_side
+from .scenarios import registered
 from .stores import Environment
 
 EMBEDDED = ("memory", "local", "local-nofsync")
 LOOPS = ("asyncio", "trio")
+DEFAULT_LATENCY_MS = 20.0
 
 
-def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse(argv: Sequence[str] | None, names: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few samples: seconds, not minutes")
-    parser.add_argument("--s3", action="store_true", help="add S3 (a local moto server)")
+    parser.add_argument(
+        "--s3", action="store_true", help="add S3 (a local moto server), and s3_latency"
+    )
+    parser.add_argument(
+        "--s3-latency",
+        type=float,
+        default=None,
+        metavar="MS",
+        help=f"ms added to each S3 request in s3_latency (default {DEFAULT_LATENCY_MS:g}; "
+        "implies --s3)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
     parser.add_argument(
         "--only",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated scenarios (default: all of {','.join(SCENARIOS)})",
+        default=",".join(names),
+        help=f"comma-separated scenarios (default: all of {','.join(names)})",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where local stores go")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.s3_latency is not None and args.s3_latency < 0:
+        parser.error("--s3-latency must be 0 or more")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse(argv)
+    known = registered()
+    names = [s.name for s in known]
+    args = parse(argv, names)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(only) - set(SCENARIOS))
+    unknown = sorted(set(only) - set(names))
     if unknown:
-        print(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+        print(f"unknown scenario(s) {unknown}; known: {', '.join(names)}", file=sys.stderr)
         return 2
-    plan = Plan.quick_run() if args.quick else Plan.full()
+    chosen = [s for s in known if s.name in only]
     notes: list[str] = []
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -64,57 +81,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-", dir=args.workdir))
         )
-        endpoint = _start_s3(stack, workdir, notes) if args.s3 else None
-        backends = [*EMBEDDED, *(["s3"] if endpoint else [])]
-        env = Environment(workdir, endpoint)
-        scenarios = _scenarios(only, plan, env, backends)
-        if "peers" in only:
-            notes += NOTES
-        rows, timings, failed = _run(scenarios, workdir)
-    notes += exit_notes(rows)
-    meta = _meta(argv, plan, time.perf_counter() - started, load_before)
+        s3 = args.s3 or args.s3_latency is not None
+        endpoint = _start_s3(stack, workdir, notes) if s3 else None
+        run = Run(
+            quick=args.quick,
+            env=Environment(workdir, endpoint),
+            backends=(*EMBEDDED, *(["s3"] if endpoint else [])),
+            loops=LOOPS,
+            stack=stack,
+            s3_latency_ms=DEFAULT_LATENCY_MS if args.s3_latency is None else args.s3_latency,
+        )
+        rows, timings, failed = _run(chosen, run, notes)
+    meta = _meta(argv, args.quick, time.perf_counter() - started, load_before)
     meta["out"] = str(args.out)
+    meta["s3_latency_ms"] = run.s3_latency_ms if run.s3 else None
     meta["jobs"] = timings
     args.out.mkdir(parents=True, exist_ok=True)
-    problem = chart(args.out / "results.png", rows)
+    problem = chart(args.out / "results.png", rows, known)
     if problem:
         notes.append(problem)
-    write_json(args.out / "results.json", rows, meta, notes)
-    (args.out / "table.md").write_text(markdown(rows, meta, notes))
-    print_table(rows, notes)
+    write_json(args.out / "results.json", rows, meta, notes, known)
+    (args.out / "table.md").write_text(markdown(rows, meta, notes, known))
+    print_table(rows, notes, known)
     written = ["results.json", "table.md", *([] if problem else ["results.png"])]
     print(f"\nwrote {', '.join(written)} to {args.out}/ in {meta['wall_s']:.0f} s")
     return 1 if failed else 0
 
 
-def _scenarios(
-    only: Sequence[str], plan: Plan, env: Environment, backends: Sequence[str]
-) -> list[Scenario]:
-    embedded_kinds = [k for k in backends if k != "local-nofsync"]
-    builders: dict[str, Callable[[], Scenario]] = {
-        "uncontended": lambda: uncontended(plan, env, backends, LOOPS),
-        "history": lambda: history(plan, env, embedded_kinds),
-        "contention": lambda: contention(plan, env, embedded_kinds),
-        "lost_responses": lambda: lost_responses(plan, env, embedded_kinds),
-        "peers": lambda: side_by_side(plan, env),
-    }
-    return [builders[name]() for name in SCENARIOS if name in only]
-
-
 def _run(
-    scenarios: Sequence[Scenario], workdir: Path
+    scenarios: Sequence[Scenario[Any]], run: Run, notes: list[str]
 ) -> tuple[list[Row], list[dict[str, Any]], bool]:
     """Run every job under the progress bar; a job that raises becomes a failed row. What a job
-    leaves in ``workdir`` is deleted right after it: young files are cheap to delete, while
+    leaves in the work folder is deleted right after it: young files are cheap to delete, while
     deleting thousands of written-back files at the end can take minutes (``discard``)."""
+    workdir = run.env.workdir
     rows: list[Row] = []
     timings: list[dict[str, Any]] = []
     failed = False
-    total = sum(len(s.jobs) for s in scenarios)
+    plans = [(scenario, scenario.plan(run)) for scenario in scenarios]
+    total = sum(len(jobs) for _, jobs in plans)
     with _progress(total) as step:
-        for scenario in scenarios:
+        for scenario, jobs in plans:
             produced: list[Row] = []
-            for job in scenario.jobs:
+            for job in jobs:
                 step(f"{job.scenario}: {job.label}")
                 before = set(workdir.iterdir())
                 started = time.perf_counter()
@@ -135,8 +144,10 @@ def _run(
                         "cleanup_seconds": time.perf_counter() - started - measured,
                     }
                 )
-            rows += scenario.finish([r for r in produced if "error" not in r.values])
+            finished = scenario.finish([r for r in produced if "error" not in r.values])
+            rows += finished
             rows += [r for r in produced if "error" in r.values]
+            notes += scenario.notes(run, finished)
         step(None)
     return rows, timings, failed
 
@@ -214,7 +225,7 @@ def _start_s3(stack: ExitStack, workdir: Path, notes: list[str]) -> str | None:
     return server.endpoint_url
 
 
-def _meta(argv: Sequence[str], plan: Plan, wall: float, load: tuple[float, ...]) -> dict[str, Any]:
+def _meta(argv: Sequence[str], quick: bool, wall: float, load: tuple[float, ...]) -> dict[str, Any]:
     def package(name: str) -> str | None:
         try:
             return version(name)
@@ -231,7 +242,7 @@ def _meta(argv: Sequence[str], plan: Plan, wall: float, load: tuple[float, ...])
         "python": platform.python_version(),
         "platform": platform.platform(),
         "command": " ".join(["python -m benchmarks", *argv]),
-        "quick": plan.quick,
+        "quick": quick,
         "wall_s": wall,
         "load_average_before": load,
         "load_average_after": os.getloadavg(),

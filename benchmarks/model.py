@@ -1,4 +1,5 @@
-"""What every scenario produces: rows of numbers, the sample counts of a run, and statistics.
+"""What the harness is made of: scenarios (``Scenario``, registered by ``benchmarks.scenarios``),
+the run they belong to (``Run``), their jobs, the rows they produce, and statistics.
 
 A ``Row`` is one line of the printed table and one object in ``results.json``. Times are in
 microseconds; ``requests`` is store requests per claim (or per claimer) by kind; ``result`` is the
@@ -10,22 +11,30 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from .stores import Environment
 
 __all__ = [
     "Job",
-    "Plan",
+    "Panel",
     "Row",
+    "Run",
     "Scenario",
     "fmt_us",
+    "p90",
     "p99",
+    "percentile",
     "ratio",
     "requests_text",
     "summary_us",
 ]
 
-SCENARIOS = ("uncontended", "history", "contention", "lost_responses", "peers")
+Counts = TypeVar("Counts")
+# A chart panel: draws a scenario's rows (those with a median) on a matplotlib Axes.
+Panel = Callable[[Any, list["Row"]], None]
 
 
 @dataclass
@@ -51,81 +60,78 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """A scenario's jobs, and ``finish``: figures that need all its rows (ratios between rows)."""
+class Run:
+    """What every scenario's jobs share in one run of the harness.
 
-    name: str
-    jobs: list[Job]
-    finish: Callable[[list[Row]], list[Row]] = lambda rows: rows
+    ``backends``: the store kinds on (the embedded ones, plus ``s3`` with ``--s3``); ``stack``:
+    closed when the run ends, for what a scenario starts once and uses in several jobs (a
+    server, a proxy), so that it is stopped whatever happens."""
+
+    quick: bool
+    env: Environment
+    backends: tuple[str, ...]
+    loops: tuple[str, ...]
+    stack: ExitStack
+    s3_latency_ms: float = 20.0
+
+    @property
+    def s3(self) -> bool:
+        return self.env.s3_endpoint is not None
+
+
+def _rows_as_they_are(rows: list[Row]) -> list[Row]:
+    return rows
+
+
+def _no_notes(run: Run, rows: list[Row]) -> list[str]:
+    return []
 
 
 @dataclass(frozen=True)
-class Plan:
-    """Sample counts and sizes for one run: the full run, or ``--quick``."""
+class Scenario(Generic[Counts]):
+    """One scenario: one module of ``benchmarks.scenarios`` holds one, as ``SCENARIO``.
 
-    quick: bool
-    warm: Mapping[str, int]  # uncontended warm claims, per backend
-    cold: Mapping[str, int]  # uncontended cold claims, per backend
-    history_sizes: Mapping[str, Sequence[int]]
-    history_warm: Mapping[str, int]
-    history_cold: Mapping[str, int]
-    contention_sizes: Mapping[str, Sequence[int]]
-    contention_rounds: int
-    lost_rates: Sequence[float]
-    lost_claims: Mapping[str, int]
-    peer_warm: Mapping[str, int]  # per peer backend kind: "memory" or "local"
-    peer_cold: Mapping[str, int]
-    counted_claims: int  # claims counted through the wrapper, per measurement
+    - ``full``, ``quick``: its sample counts (any frozen dataclass of its own) for a full run
+      and for ``--quick``; ``jobs`` gets the one this run uses.
+    - ``jobs(counts, run)``: its steps; each returns rows (none: the scenario does not apply to
+      this run, e.g. without ``--s3``).
+    - ``finish(rows)``: figures that need all its rows (ratios between rows).
+    - ``notes(run, rows)``: lines printed under the table.
+    - ``panels``: its chart panels, drawn in ``order``.
+    """
 
-    @classmethod
-    def full(cls) -> Plan:
-        return cls(
-            quick=False,
-            warm={"memory": 3000, "local": 400, "local-nofsync": 400, "s3": 100},
-            cold={"memory": 1000, "local": 300, "local-nofsync": 300, "s3": 50},
-            history_sizes={
-                "memory": (10, 1_000, 10_000, 100_000),
-                "local": (10, 1_000, 10_000, 100_000),
-                "s3": (10, 1_000),
-            },
-            history_warm={"memory": 2000, "local": 300, "s3": 50},
-            history_cold={"memory": 100, "local": 30, "s3": 10},
-            contention_sizes={
-                "memory": (1, 2, 4, 8, 16, 32, 64),
-                "local": (1, 2, 4, 8, 16, 32, 64),
-                "s3": (1, 2, 4, 8, 16),
-            },
-            contention_rounds=3,
-            lost_rates=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-            lost_claims={"memory": 300, "local": 150, "s3": 40},
-            peer_warm={"memory": 3000, "local": 400},
-            peer_cold={"memory": 800, "local": 200},
-            counted_claims=20,
-        )
+    name: str
+    order: int
+    full: Counts
+    quick: Counts
+    jobs: Callable[[Counts, Run], list[Job]]
+    finish: Callable[[list[Row]], list[Row]] = _rows_as_they_are
+    notes: Callable[[Run, list[Row]], list[str]] = _no_notes
+    panels: tuple[Panel, ...] = ()
 
-    @classmethod
-    def quick_run(cls) -> Plan:
-        return cls(
-            quick=True,
-            warm={"memory": 200, "local": 20, "local-nofsync": 20, "s3": 5},
-            cold={"memory": 50, "local": 10, "local-nofsync": 10, "s3": 3},
-            history_sizes={"memory": (10, 100, 1_000), "local": (10, 100, 1_000), "s3": (10, 50)},
-            history_warm={"memory": 100, "local": 10, "s3": 3},
-            history_cold={"memory": 5, "local": 3, "s3": 2},
-            contention_sizes={"memory": (1, 2, 4, 8), "local": (1, 2, 4, 8), "s3": (1, 2, 4)},
-            contention_rounds=1,
-            lost_rates=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-            lost_claims={"memory": 20, "local": 10, "s3": 5},
-            peer_warm={"memory": 50, "local": 10},
-            peer_cold={"memory": 20, "local": 5},
-            counted_claims=3,
-        )
+    @property
+    def title(self) -> str:
+        """As the table shows it: ``4 lost responses``."""
+        return f"{self.order} {self.name.replace('_', ' ')}"
+
+    def plan(self, run: Run) -> list[Job]:
+        return self.jobs(self.quick if run.quick else self.full, run)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest rank: the smallest sample with at least ``fraction`` of them at or below it."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(len(ordered) * fraction) - 1)]
 
 
 def p99(samples: Sequence[float]) -> float:
     """The 99th percentile, nearest rank (the maximum below 100 samples)."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(len(ordered) * 0.99) - 1)]
+    return percentile(samples, 0.99)
+
+
+def p90(samples: Sequence[float]) -> float:
+    """The 90th percentile, nearest rank (the maximum below 10 samples)."""
+    return percentile(samples, 0.90)
 
 
 def summary_us(samples: Sequence[float]) -> tuple[float | None, float | None]:

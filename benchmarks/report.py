@@ -11,23 +11,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .model import SCENARIOS, Row, fmt_us, requests_text
+from .model import Row, Scenario, fmt_us, requests_text
 
 __all__ = ["chart", "markdown", "print_table", "write_json"]
 
-TITLES = {
-    "uncontended": "1 uncontended",
-    "history": "2 history",
-    "contention": "3 contention",
-    "lost_responses": "4 lost responses",
-    "peers": "5 peers",
-}
 HEADER = ("scenario", "backend", "case", "median", "p99", "requests / claim", "result")
+COLUMNS = 3  # of chart panels
 
 
-def _cells(row: Row) -> tuple[str, ...]:
+def _cells(row: Row, titles: dict[str, str]) -> tuple[str, ...]:
     return (
-        TITLES[row.scenario],
+        titles[row.scenario],
         row.backend,
         row.case,
         fmt_us(row.median_us),
@@ -37,16 +31,25 @@ def _cells(row: Row) -> tuple[str, ...]:
     )
 
 
-def _ordered(rows: Sequence[Row]) -> list[Row]:
-    return sorted(rows, key=lambda r: SCENARIOS.index(r.scenario))
+def _ordered(rows: Sequence[Row], scenarios: Sequence[Scenario[Any]]) -> list[Row]:
+    """Rows in the scenarios' order (stable within a scenario)."""
+    order = {s.name: i for i, s in enumerate(scenarios)}
+    return sorted(rows, key=lambda r: order[r.scenario])
 
 
-def print_table(rows: Sequence[Row], notes: Sequence[str]) -> None:
+def _titles(scenarios: Sequence[Scenario[Any]]) -> dict[str, str]:
+    return {s.name: s.title for s in scenarios}
+
+
+def print_table(
+    rows: Sequence[Row], notes: Sequence[str], scenarios: Sequence[Scenario[Any]]
+) -> None:
+    titles = _titles(scenarios)
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        _print_plain(rows, notes)
+        _print_plain(rows, notes, scenarios)
         return
     table = Table(title="slate-epoch benchmarks (medians and p99; ratios within this run)")
     for name in HEADER:
@@ -55,19 +58,22 @@ def print_table(rows: Sequence[Row], notes: Sequence[str]) -> None:
         else:
             table.add_column(name, overflow="fold")
     previous = None
-    for row in _ordered(rows):
+    for row in _ordered(rows, scenarios):
         if previous is not None and row.scenario != previous:
             table.add_section()
         previous = row.scenario
-        table.add_row(*_cells(row))
+        table.add_row(*_cells(row, titles))
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)
     for note in notes:
         console.print(f"- {note}", highlight=False)
 
 
-def _print_plain(rows: Sequence[Row], notes: Sequence[str]) -> None:
-    lines = [HEADER, *(_cells(r) for r in _ordered(rows))]
+def _print_plain(
+    rows: Sequence[Row], notes: Sequence[str], scenarios: Sequence[Scenario[Any]]
+) -> None:
+    titles = _titles(scenarios)
+    lines = [HEADER, *(_cells(r, titles) for r in _ordered(rows, scenarios))]
     widths = [min(60, max(len(line[i]) for line in lines)) for i in range(len(HEADER))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
@@ -75,7 +81,13 @@ def _print_plain(rows: Sequence[Row], notes: Sequence[str]) -> None:
         print(f"- {note}")
 
 
-def markdown(rows: Sequence[Row], meta: dict[str, Any], notes: Sequence[str]) -> str:
+def markdown(
+    rows: Sequence[Row],
+    meta: dict[str, Any],
+    notes: Sequence[str],
+    scenarios: Sequence[Scenario[Any]],
+) -> str:
+    titles = _titles(scenarios)
     out = [
         f"Run of {meta['date']} on {meta['machine']}; `{meta['command']}`"
         f" ({'quick' if meta['quick'] else 'full'} run, {meta['wall_s']:.0f} s; load average"
@@ -85,26 +97,35 @@ def markdown(rows: Sequence[Row], meta: dict[str, Any], notes: Sequence[str]) ->
         "| " + " | ".join(HEADER) + " |",
         "| " + " | ".join("---:" if h in ("median", "p99") else "---" for h in HEADER) + " |",
     ]
-    for row in _ordered(rows):
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+    for row in _ordered(rows, scenarios):
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, titles)) + " |")
     out.append("")
     out += [f"- {note}" for note in notes]
     return "\n".join(out) + "\n"
 
 
-def write_json(path: Path, rows: Sequence[Row], meta: dict[str, Any], notes: Sequence[str]) -> None:
-    scenarios: dict[str, list[dict[str, Any]]] = {name: [] for name in SCENARIOS}
-    for row in _ordered(rows):
-        scenarios[row.scenario].append(asdict(row))
-    document = {"meta": meta, "notes": list(notes), "scenarios": scenarios}
+def write_json(
+    path: Path,
+    rows: Sequence[Row],
+    meta: dict[str, Any],
+    notes: Sequence[str],
+    scenarios: Sequence[Scenario[Any]],
+) -> None:
+    """``{"meta", "notes", "scenarios": {name: [row, ...]}}``, every scenario named (not run:
+    no rows)."""
+    by_name: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
+    for row in _ordered(rows, scenarios):
+        by_name[row.scenario].append(asdict(row))
+    document = {"meta": meta, "notes": list(notes), "scenarios": by_name}
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
 
 # --- the chart ----------------------------------------------------------------------------------
 
 
-def chart(path: Path, rows: Sequence[Row]) -> str | None:
-    """Draw the PNG; return why not if matplotlib is missing."""
+def chart(path: Path, rows: Sequence[Row], scenarios: Sequence[Scenario[Any]]) -> str | None:
+    """Draw every scenario's panels, in order, ``COLUMNS`` to a line; a scenario that did not
+    run gets its panels' places marked so. Return why not if matplotlib is missing."""
     try:
         import matplotlib
 
@@ -112,153 +133,28 @@ def chart(path: Path, rows: Sequence[Row]) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         return f"no chart: matplotlib is not installed ({exc})"
-    by: dict[str, list[Row]] = {name: [] for name in SCENARIOS}
+    measured: dict[str, list[Row]] = {s.name: [] for s in scenarios}
     for row in rows:
         if row.median_us:
-            by[row.scenario].append(row)
-    figure, axes = plt.subplots(2, 3, figsize=(18, 10.5))
-    panels = (
-        (axes[0][0], "uncontended", _plot_uncontended),
-        (axes[0][1], "history", _plot_history),
-        (axes[0][2], "contention", _plot_contention),
-        (axes[1][0], "lost_responses", _plot_lost_epochs),
-        (axes[1][1], "lost_responses", _plot_lost_latency),
-        (axes[1][2], "peers", _plot_peers),
-    )
+            measured[row.scenario].append(row)
+    panels = [(s, panel) for s in scenarios for panel in s.panels]
+    lines = max(1, math.ceil(len(panels) / COLUMNS))
+    figure, axes = plt.subplots(lines, COLUMNS, figsize=(6 * COLUMNS, 5.25 * lines), squeeze=False)
+    places = [ax for line in axes for ax in line]
     try:
-        for ax, name, plot in panels:
-            if by[name]:
-                plot(ax, by[name])
+        for ax, (scenario, panel) in zip(places, panels, strict=False):
+            if measured[scenario.name]:
+                panel(ax, measured[scenario.name])
             else:
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"{TITLES[name]}: not run", ha="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, f"{scenario.title}: not run", ha="center", transform=ax.transAxes)
+        for ax in places[len(panels) :]:
+            ax.set_axis_off()
         figure.suptitle("slate-epoch benchmarks: medians of one run (compare within the run)")
-        figure.tight_layout()
+        figure.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title above the panels
         figure.savefig(path, dpi=110)
     except Exception as exc:  # a broken chart must not lose the table and the JSON
         return f"no chart: drawing it failed ({type(exc).__name__}: {exc})"
     finally:
         plt.close(figure)
     return None
-
-
-def _plot_uncontended(ax: Any, rows: list[Row]) -> None:
-    rows = [r for r in rows if r.median_us]
-    labels = [f"{r.backend}\n{r.case.replace(', ', ' ')}" for r in rows]
-    xs = list(range(len(rows)))
-    ax.bar(xs, [r.median_us for r in rows], color="tab:blue", label="claim")
-    ax.bar(
-        xs,
-        [r.values.get("raw_median_us") or 0 for r in rows],
-        width=0.4,
-        color="tab:orange",
-        label="its raw requests",
-    )
-    for x, r in zip(xs, rows, strict=True):
-        overhead = r.values.get("overhead_ratio")
-        if overhead:
-            ax.annotate(
-                f"{overhead:.1f}x", (x, r.median_us or 0), ha="center", va="bottom", fontsize=7
-            )
-    ax.set_xticks(xs, labels, rotation=70, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("median µs (log)")
-    ax.set_title("1. Uncontended claim vs its raw requests (overhead ratio)")
-    ax.legend(fontsize=8)
-
-
-def _plot_history(ax: Any, rows: list[Row]) -> None:
-    series: dict[str, list[Row]] = {}
-    for r in rows:
-        series.setdefault(f"{r.backend} {r.values['temperature']}", []).append(r)
-    for label, points in sorted(series.items()):
-        points.sort(key=lambda r: int(r.values["size"]))
-        ax.plot(
-            [int(r.values["size"]) for r in points],
-            [r.values.get("ratio_to_smallest") or math.nan for r in points],
-            marker="o",
-            label=label,
-        )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set_xlabel("manifests in the folder")
-    ax.set_ylabel("median claim ÷ median at the smallest history (log)")
-    ax.set_title("2. History growth")
-    ax.legend(fontsize=8)
-
-
-def _plot_contention(ax: Any, rows: list[Row]) -> None:
-    series: dict[str, list[Row]] = {}
-    for r in rows:
-        series.setdefault(r.backend, []).append(r)
-    for backend, points in sorted(series.items()):
-        points.sort(key=lambda r: int(r.values["claimers"]))
-        ns = [int(r.values["claimers"]) for r in points]
-        ax.plot(
-            ns,
-            [r.values["all_done_median_us"] / 1e3 for r in points],
-            marker="o",
-            label=f"{backend}: all returned",
-        )
-        ax.plot(
-            ns,
-            [(r.median_us or math.nan) / 1e3 for r in points],
-            linestyle="--",
-            marker=".",
-            label=f"{backend}: median claimer",
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrent claimers")
-    ax.set_ylabel("ms (log)")
-    ax.set_title("3. Contention")
-    ax.legend(fontsize=8)
-
-
-def _lost_series(rows: list[Row]) -> list[tuple[str, str, list[Row]]]:
-    series: dict[str, list[Row]] = {}
-    for r in rows:
-        series.setdefault(f"{r.backend}, {r.values['variant']}", []).append(r)
-    out = []
-    for label, points in sorted(series.items()):
-        points.sort(key=lambda r: float(r.values["rate"]))
-        out.append((label, "-" if "slate-epoch" in label else ":", points))
-    return out
-
-
-def _plot_lost_epochs(ax: Any, rows: list[Row]) -> None:
-    for i, (label, style, points) in enumerate(_lost_series(rows)):
-        rates = [100 * float(r.values["rate"]) for r in points]
-        epochs = [r.values.get("epochs_per_claim") or math.nan for r in points]
-        # lines that coincide (every backend at 1.00) stay visible: growing markers
-        ax.plot(rates, epochs, style, marker="o", markersize=10 - 2 * i, label=label)
-    ax.set_xlabel("put responses lost (%)")
-    ax.set_ylabel("epochs per successful claim (1.0: none burned)")
-    ax.set_title("4. Lost responses: epochs burned")
-    ax.legend(fontsize=8)
-
-
-def _plot_lost_latency(ax: Any, rows: list[Row]) -> None:
-    for label, style, points in _lost_series(rows):
-        rates = [100 * float(r.values["rate"]) for r in points]
-        p99s = [(r.p99_us or math.nan) / 1e3 for r in points]
-        ax.plot(rates, p99s, style, marker="o", label=label)
-    ax.set_xlabel("put responses lost (%)")
-    ax.set_ylabel("p99 claim ms (log)")
-    ax.set_yscale("log")
-    ax.set_title("4. Lost responses: p99 (resend at once; backoff after 2 losses in a row)")
-    ax.legend(fontsize=8)
-
-
-def _plot_peers(ax: Any, rows: list[Row]) -> None:
-    rows = [r for r in rows if r.median_us]
-    labels = [f"{r.case} [{r.backend}]" for r in rows]
-    colors = ["tab:blue" if r.values.get("peer") == "slate-epoch" else "tab:grey" for r in rows]
-    ys = list(range(len(rows)))
-    ax.barh(ys, [r.median_us for r in rows], color=colors)
-    ax.set_yticks(ys, labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("median µs (log); blue: slate-epoch")
-    ax.set_title("5. Peers")

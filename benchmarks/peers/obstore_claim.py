@@ -82,7 +82,7 @@ async def main() -> None:
     args = arguments(__doc__)
     try:
         import obstore
-        from obstore.store import LocalStore, MemoryStore
+        from obstore.store import LocalStore, MemoryStore, S3Store
     except ImportError as exc:
         unavailable("obstore", f"obstore is not installed ({exc}); make bench installs it")
         return
@@ -93,6 +93,16 @@ async def main() -> None:
     if args.backend == "memory":
         store: Any = MemoryStore()
         does = "hand-rolled claim on obstore MemoryStore, put_async(mode='create')"
+    elif args.backend == "s3":
+        store = S3Store(
+            args.bucket,
+            endpoint=args.endpoint,
+            allow_http=True,
+            region=os.environ.get("AWS_REGION", "us-east-1"),
+            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        )
+        does = "hand-rolled claim on obstore S3Store through the latency proxy"
     else:
         store = LocalStore(prefix=args.folder, mkdir=True)
         does = "hand-rolled claim on obstore LocalStore (temp file + hard link, no fsync)"

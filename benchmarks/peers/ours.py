@@ -2,8 +2,8 @@
 
 Three cases, each on a store that starts with ``HISTORY`` manifests and an empty log:
 
-- ``open``: what SlateDB's open does, done with slate-epoch: a cold claim (a new store object, so
-  nothing is cached) followed by ``fence_wal()`` (head probes for the first free log id above the
+- ``open``: what SlateDB's open does, done with slate-epoch: a cold claim (an empty cache, as in a
+  new process) followed by ``fence_wal()`` (head probes for the first free log id above the
   replay point, a create-if-absent zero-byte fence there, and the manifest re-read before and
   after). Timed together. Afterwards (untimed) the manifest the claim wrote and the fence are
   deleted again, so every open meets the same state: 10 manifests, nothing in the log.
@@ -19,16 +19,10 @@ from time import perf_counter
 
 import anyio
 
-from slate_epoch import (
-    EpochHandle,
-    ManifestStore,
-    ObjectStore,
-    WalWriter,
-    __version__,
-    claim_epoch,
-)
+from slate_epoch import ObjectStore, __version__, claim_epoch
 
-from ..stores import Alias, CountingStore, Environment, open_backend, per_claim, prefill
+from ..claims import cold_claim, forget, timed_claim
+from ..stores import CountingStore, Environment, open_backend, per_claim, prefill
 from ._common import HISTORY, arguments, emit, timed
 
 COUNTED = 20
@@ -40,42 +34,21 @@ DOES = {
 }
 
 
-async def cold_claim(store: ObjectStore) -> tuple[float, EpochHandle]:
-    start = perf_counter()
-    handle = await claim_epoch(Alias(store))
-    elapsed = perf_counter() - start
-    await forget(handle)
-    return elapsed, handle
-
-
 async def cold_open(store: ObjectStore) -> float:
+    """Time a cold claim + ``fence_wal()``; then undo both (untimed)."""
     start = perf_counter()
-    handle = await claim_epoch(Alias(store))
+    handle = await cold_claim(store)
     wal = await handle.fence_wal()
     elapsed = perf_counter() - start
     await forget(handle, wal)
     return elapsed
 
 
-async def forget(handle: EpochHandle, wal: WalWriter | None = None) -> None:
-    """Delete what a cold claim (and its fence) wrote, so that the next one meets the same
-    state. Benchmarks only: a real deployment never deletes its newest manifest."""
-    if wal is not None:
-        await handle.store.delete(fence_key(handle.root, wal.fence_id))
-    await handle.store.delete(ManifestStore(handle.store, handle.root).key(handle.manifest_id))
-
-
-def fence_key(root: str, fence_id: int) -> str:
-    """``{root}/wal/{id:020d}.wal``: where the log keeps entry ``fence_id`` (README)."""
-    root = root.strip("/")
-    return f"{root + '/' if root else ''}wal/{fence_id:020d}.wal"
-
-
 async def count_opens(store: ObjectStore) -> dict[str, float]:
     counts: Counter[str] = Counter()
     for _ in range(COUNTED):
         counter = CountingStore(store)
-        handle = await claim_epoch(counter)
+        handle = await cold_claim(counter)
         wal = await handle.fence_wal()
         counts.update(counter.requests())
         await forget(handle, wal)
@@ -89,11 +62,15 @@ async def main() -> None:
         first = await cold_open(store)
         opens = [await cold_open(store) for _ in range(args.cold)]
         open_requests = await count_opens(store)
-        cold = [(await cold_claim(store))[0] for _ in range(args.cold)]
+        cold = []
+        for _ in range(args.cold):
+            handle, elapsed = await timed_claim(store, cold=True)
+            cold.append(elapsed)
+            await forget(handle)
         cold_counts: Counter[str] = Counter()
         for _ in range(COUNTED):
             counter = CountingStore(store)
-            handle = await claim_epoch(counter)
+            handle = await cold_claim(counter)
             cold_counts.update(counter.requests())
             await forget(handle)
         await claim_epoch(store)

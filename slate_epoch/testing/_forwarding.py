@@ -44,13 +44,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Request:
-    """One operation on its way to the inner store: ``key`` is the prefix of a ``list``;
-    ``mode`` and ``body`` are a ``put``'s."""
+    """One operation on its way to the inner store: ``key`` is the prefix of a ``list`` (and
+    ``start_after`` its own); ``mode`` and ``body`` are a ``put``'s."""
 
     op: Operation
     key: str
     mode: PutMode | None = None
     body: bytes | None = None
+    start_after: str | None = None
 
     @property
     def kind(self) -> str:
@@ -94,7 +95,7 @@ class ForwardingStore(StoreBase):
     async def list(
         self, prefix: str, *, start_after: str | None = None
     ) -> AsyncIterator[ObjectMeta]:
-        await self.forward(Request("list", prefix), _nothing)
+        await self.forward(Request("list", prefix, start_after=start_after), _nothing)
         async with listing(self.inner, prefix, start_after=start_after) as metas:
             async for meta in metas:
                 yield meta
