@@ -151,6 +151,9 @@ def test_quick_run_at_s3_latency(tmp_path: Path) -> None:
         assert row["median_us"] > 0, row
         assert row["values"]["p90_us"] >= row["median_us"], row
         assert row["p99_us"] is None or row["p99_us"] >= row["values"]["p90_us"], row
+    slatedb_ran = not any(
+        r["values"]["status"] == "unavailable" for r in rows if r["values"]["peer"] == "slatedb"
+    )
     for case in [
         S3Case.WARM_CLAIM,
         S3Case.UPDATE,
@@ -161,8 +164,13 @@ def test_quick_run_at_s3_latency(tmp_path: Path) -> None:
         assert row["requests"]["total"] >= 2, row
         assert row["values"]["round_trips"] > 0
         assert row["values"]["time_over_requests_x_rtt"] > 0
-        assert isinstance(row["values"]["target_met"], bool), row
-    assert measures["slate-epoch", S3Case.OPEN_FENCED]["requests"]["head"] >= 1
+        compared_with_slatedb = case in (S3Case.OPEN_EMPTY, S3Case.OPEN_FENCED)
+        if not compared_with_slatedb or slatedb_ran:  # the open's target is a ratio to it
+            assert isinstance(row["values"]["target_met"], bool), row
+    # each earlier writer recorded where it fenced: no search over their fences
+    fenced = measures["slate-epoch", S3Case.OPEN_FENCED]["requests"]
+    assert fenced["total"] == measures["slate-epoch", S3Case.OPEN_EMPTY]["requests"]["total"]
+    assert "head" not in fenced
     assert isinstance(measures["slate-epoch", S3Case.SECOND_STORE]["values"]["target_met"], bool)
     for peer, cases in (
         ("slatedb", [S3Case.SLATEDB_OPEN_EMPTY, S3Case.SLATEDB_OPEN_FENCED]),
