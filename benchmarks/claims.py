@@ -21,7 +21,16 @@ from slate_epoch import (
 
 from .model import Job, Row
 
-__all__ = ["CLAIM_TIMEOUT", "SEED", "cold_claim", "fence_key", "forget", "in_loop", "timed_claim"]
+__all__ = [
+    "CLAIM_TIMEOUT",
+    "SEED",
+    "cold_claim",
+    "cold_open",
+    "fence_key",
+    "forget",
+    "in_loop",
+    "timed_claim",
+]
 
 CLAIM_TIMEOUT = 60.0
 SEED = 20261126
@@ -48,6 +57,14 @@ async def cold_claim(store: ObjectStore, root: str = "") -> EpochHandle:
     """A claim that knows nothing of the root, as in a new process: an empty ``ManifestCache``
     instead of the one this process keeps for ``store``."""
     return await claim_epoch(store, root, cache=ManifestCache())
+
+
+async def cold_open(store: ObjectStore, root: str = "") -> tuple[EpochHandle, WalWriter]:
+    """What SlateDB's open does, done with slate-epoch in a new process: a cold claim that also
+    fences the log (``fence_wal=True``: the fence's first step rides beside the claim's last
+    request), and the writer it kept."""
+    handle = await claim_epoch(store, root, cache=ManifestCache(), fence_wal=True)
+    return handle, await handle.fence_wal()  # the kept writer: no request
 
 
 async def timed_claim(store: ObjectStore, *, cold: bool = False) -> tuple[EpochHandle, float]:

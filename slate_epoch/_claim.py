@@ -24,6 +24,7 @@ id (a stale writer recreating it) is in nobody's history, and the newest version
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from functools import partial
 from typing import Final, TypeVar
 
@@ -36,6 +37,7 @@ from ._errors import (
     InvariantViolationError,
     ManifestVersionExistsError,
     NotFoundError,
+    SlateEpochError,
     TransientStoreError,
 )
 from ._manifest import (
@@ -48,9 +50,9 @@ from ._manifest import (
     new_id,
     now_ms,
 )
-from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, with_deadline
+from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, gather, with_deadline
 from ._store import ObjectStore
-from ._wal import WalWriter, fence_log, replay_point_mover
+from ._wal import FenceAttempt, WalWriter, attempt_fence, fence_log, replay_point_mover
 
 __all__ = ["EpochHandle", "claim_epoch"]
 
@@ -67,6 +69,7 @@ async def claim_epoch(
     backoff: Backoff = DEFAULT_BACKOFF,
     owner: str | None = None,
     cache: ManifestCache | None = None,
+    fence_wal: bool = False,
 ) -> EpochHandle:
     """Become the holder of ``role`` under ``root``: every older holder is fenced from now on.
 
@@ -74,8 +77,17 @@ async def claim_epoch(
     when ``timeout`` seconds pass, or when a write meets a rival's more than ``max_conflicts``
     times. ``owner`` (default ``host:pid``) is recorded for operators. ``cache`` is what this
     process remembers of the root (default: the store object's own; see ``ManifestCache``).
+
+    ``fence_wal=True`` (writer role) also fences the write-ahead log, as ``handle.fence_wal()``
+    would (which then returns that writer), but sooner: the fence is tried as soon as the
+    claim's create has landed, beside the claim's own last request. A cold claim and its fence
+    cost five round trips instead of six. Everything runs under ``timeout``. If a newer claim
+    lands before the fence stands, the handle is returned fenced, as any claim's may be:
+    its ``fence_wal()`` raises ``FencedError``.
     """
     _check_role(role)
+    if fence_wal and role != "writer":
+        raise ValueError(f"only the writer role fences the log, not {role!r}")
     if owner is not None and not isinstance(owner, str):
         raise TypeError(f"owner must be a str, not {type(owner).__name__}")
     if max_conflicts is not None and max_conflicts < 0:
@@ -101,12 +113,25 @@ async def claim_epoch(
                 owner=owner,
             )
             candidate = base.with_claim(claim)
-            landed, newest = await _create(manifests, base_id + 1, candidate, role, retrier)
+            attempt: list[FenceAttempt] = []  # the fence tried beside this create, if it landed
+            beside = (
+                _fence_attempt(store, manifests.root, candidate, retrier, attempt)
+                if fence_wal
+                else None
+            )
+            landed, newest = await _create(
+                manifests, base_id + 1, candidate, role, retrier, beside=beside
+            )
             if landed:
                 manifest_id, manifest = newest or (base_id + 1, candidate)
-                return EpochHandle(
+                handle = EpochHandle(
                     manifests, manifest_id, manifest, role, timeout=timeout, backoff=backoff
                 )
+                if fence_wal:  # the rest of the fence: under the claim's deadline
+                    with suppress(FencedError):  # fenced already: the handle knows, and its
+                        holder = _HolderOfTheLog(handle)  # fence_wal() will say so
+                        handle._log = await fence_log(holder, retrier, *attempt)
+                return handle
             # Step 3: a rival took the id.
             conflicts += 1
             if max_conflicts is not None and conflicts > max_conflicts:
@@ -243,6 +268,10 @@ class EpochHandle:
                     )
                 if candidate.log_fence != base.log_fence:  # a hint the library keeps
                     candidate = msgspec.structs.replace(candidate, log_fence=base.log_fence)
+            if self._log is not None and candidate.log_fence < self._log.fence_id:
+                # Where this writer fenced, for the next writer to look from (its appends come
+                # after it): recorded with the first manifest write after the fence.
+                candidate = msgspec.structs.replace(candidate, log_fence=self._log.fence_id)
             candidate = candidate.with_write(self.role, new_id())
             landed, newest = await _create(
                 self._manifests, base_id + 1, candidate, self.role, retrier, base=base
@@ -357,11 +386,24 @@ class _HolderOfTheLog:
     def log_fence(self) -> int:
         return self._handle.manifest.log_fence
 
-    async def record_fence(self, fence_id: int, retrier: Retrier) -> None:
-        def record(manifest: Manifest) -> Manifest:
-            return msgspec.structs.replace(manifest, log_fence=fence_id)
+    async def confirm(self, retrier: Retrier) -> None:
+        handle = self._handle
+        following = handle.manifest_id + 1
+        seen: dict[str, object] = {}
 
-        await self._handle._write(record, retrier, keeps_the_log=True)
+        async def look() -> None:
+            seen["next"] = await retrier.call(partial(handle._manifests.exists, following))
+
+        async def boundary() -> None:
+            seen["boundary"] = await retrier.call(handle._manifests.read_boundary)
+
+        await gather(look, boundary)
+        collected = seen["boundary"]
+        assert isinstance(collected, int)
+        # Nothing after the newest version the handle knows (and not because retention took
+        # it): no newer claim. Otherwise, read on.
+        if seen["next"] or collected >= following:
+            await handle.refresh()
 
     async def refresh(self) -> Manifest:
         return await self._handle.refresh()
@@ -383,16 +425,18 @@ async def _create(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
+    beside: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[bool, tuple[int, Manifest] | None]:
     """Create ``manifest_id`` as ``role``'s holder. Returns whether our write is in the history,
     and, after a conflict, the newest version read to find out (None when the create simply
-    succeeded). ``base`` is the version an update was computed from (None for a claim)."""
+    succeeded). ``base`` is the version an update was computed from (None for a claim);
+    ``beside`` runs beside the boundary check of a create that landed."""
     data = encode(manifest)  # once: every retry resends these exact bytes
     resent = False
     while True:
         retrier.attempts += 1
         try:
-            await manifests.write_bytes(manifest_id, data, manifest, resend=resent)
+            await manifests.write_bytes(manifest_id, data, manifest, resend=resent, beside=beside)
         except TransientStoreError as exc:  # step 4: it may have landed; ask again, same bytes
             retrier.failed(exc)
             # A lost response is the common case and costs nothing to settle: resend at once.
@@ -425,6 +469,25 @@ async def _create(
     # overlapped) another write of ours. The version we wrote, or the first one left above
     # the retention boundary, can tell; if retention took both, nothing can.
     return await _landed_at(manifests, manifest_id, manifest, role, retrier) is True, newest
+
+
+def _fence_attempt(
+    store: ObjectStore,
+    root: str,
+    claim: Manifest,
+    retrier: Retrier,
+    into: list[FenceAttempt],
+) -> Callable[[], Awaitable[None]]:
+    """The first step of the log's fence, to run beside the boundary check of the claim's
+    create (so only once that create has landed): its result goes ``into``. If it fails, the
+    fence starts over once the claim has returned."""
+    start = max(claim.replay_after, claim.log_fence)
+
+    async def attempt() -> None:
+        with suppress(SlateEpochError):  # then fence_log tries again from the start
+            into.append(await attempt_fence(store, root, start, retrier))
+
+    return attempt
 
 
 # How often a check of a landed write chases a boundary that moves while it reads.

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from functools import partial
 from typing import Final
@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._framing import frame, unframe
 from ._layout import check_root, manifest_boundary_key, manifest_versions
+from ._retry import gather
 from ._sequence import ObjectSequence
 from ._store import ObjectStore
 
@@ -305,6 +306,10 @@ class ManifestStore:
             )
         return manifest
 
+    async def exists(self, manifest_id: int) -> bool:
+        """Whether an object stands at ``manifest_id`` (one HEAD; the boundary unchecked)."""
+        return await self._versions.exists(manifest_id)
+
     async def read_unchecked(self, manifest_id: int) -> Manifest:
         """The object at ``manifest_id``, decoded, without the boundary check of ``read``: for a
         caller that checks the boundary itself, after this read."""
@@ -389,10 +394,17 @@ class ManifestStore:
         await self.write_bytes(manifest_id, encode(manifest), manifest)
 
     async def write_bytes(
-        self, manifest_id: int, data: bytes, manifest: Manifest, *, resend: bool = False
+        self,
+        manifest_id: int,
+        data: bytes,
+        manifest: Manifest,
+        *,
+        resend: bool = False,
+        beside: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Create ``manifest_id`` from ``data`` (already ``encode(manifest)``), so that a retry
-        after an unknown outcome resends the identical bytes (``resend=True``).
+        after an unknown outcome resends the identical bytes (``resend=True``). ``beside`` runs
+        once the create has landed, at the same time as the boundary check (it must not raise).
 
         A create that lands at or below the retention boundary recreated a deleted id: it is a
         conflict like any other, and what it left there is taken away at once (anything at or
@@ -408,7 +420,14 @@ class ManifestStore:
                 await self._discard(key)
                 raise ManifestVersionExistsError(manifest_id, collected=True) from exc
             raise ManifestVersionExistsError(manifest_id) from exc
-        if manifest_id <= await self.read_boundary():
+        boundary = 0
+
+        async def check() -> None:
+            nonlocal boundary
+            boundary = await self.read_boundary()
+
+        await (gather(check, beside) if beside is not None else check())
+        if manifest_id <= boundary:
             await self._discard(key)
             raise ManifestVersionExistsError(manifest_id, collected=True)
         self._cache.remember(self.root, manifest_id, manifest)

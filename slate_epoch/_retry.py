@@ -16,7 +16,14 @@ import msgspec
 
 from ._errors import OperationTimeoutError, TransientStoreError
 
-__all__ = ["DEFAULT_BACKOFF", "DEFAULT_TIMEOUT", "Backoff", "Retrier", "with_deadline"]
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_TIMEOUT",
+    "Backoff",
+    "Retrier",
+    "gather",
+    "with_deadline",
+]
 
 T = TypeVar("T")
 
@@ -95,3 +102,21 @@ async def with_deadline(
         attempts=retrier.attempts,
         last_error=retrier.last_error,
     )
+
+
+async def gather(*steps: Callable[[], Awaitable[None]]) -> None:
+    """Run ``steps`` at once; if any fails, raise its error once all are done (a plain
+    exception, never an exception group, so a caller's retry sees what it expects)."""
+    errors: list[Exception] = []
+
+    async def run(step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await step()
+        except Exception as exc:  # re-raised below, once the others are done
+            errors.append(exc)
+
+    async with anyio.create_task_group() as group:
+        for step in steps:
+            group.start_soon(run, step)
+    if errors:
+        raise errors[0]

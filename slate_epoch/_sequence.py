@@ -8,13 +8,12 @@ without ever listing a long history.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
-
-import anyio
 
 from ._errors import NotFoundError
 from ._layout import Numbered
+from ._retry import gather
 from ._store import ObjectStore, listing
 
 __all__ = ["ObjectSequence"]
@@ -98,23 +97,17 @@ class ObjectSequence:
         return high
 
     async def _probe(self, ids: Sequence[int]) -> list[bool]:
-        """Whether each id exists, all asked at once. A failed probe fails the search (with the
-        first error, never an exception group), so that the caller's retry sees a plain
-        ``TransientStoreError``."""
+        """Whether each id exists, all asked at once (a failed probe fails the search with its
+        own error)."""
         found: list[bool] = [False] * len(ids)
-        errors: list[Exception] = []
 
-        async def probe(index: int, object_id: int) -> None:
-            try:
+        def probe(index: int, object_id: int) -> Callable[[], Awaitable[None]]:
+            async def exists() -> None:
                 found[index] = await self.exists(object_id)
-            except Exception as exc:  # re-raised below, once the others are done
-                errors.append(exc)
 
-        async with anyio.create_task_group() as group:
-            for index, object_id in enumerate(ids):
-                group.start_soon(probe, index, object_id)
-        if errors:
-            raise errors[0]
+            return exists
+
+        await gather(*(probe(index, object_id) for index, object_id in enumerate(ids)))
         return found
 
     async def _bisect(self, low: int, high: int) -> int:
@@ -143,6 +136,21 @@ class ObjectSequence:
                 if count >= page:
                     return await self.newest_from(highest) if highest else 0
         return highest
+
+    async def ids_above(self, after: int, most: int) -> tuple[int, ...] | None:
+        """The stored ids above ``after``, ascending, from one listing that starts there (no
+        earlier key is read); None if there are more than ``most``."""
+        ids: list[int] = []
+        start_after = self.key(after) if after >= 1 else None
+        async with listing(self.store, self.names.folder, start_after=start_after) as metas:
+            async for meta in metas:
+                object_id = self.names.id_of(meta.key)
+                if object_id is None or object_id <= after:
+                    continue
+                if len(ids) == most:
+                    return None
+                ids.append(object_id)
+        return tuple(ids)
 
     async def ids_up_to(self, last: int) -> list[int]:
         """The stored ids at or below ``last``, ascending (one listing, stopped past it)."""

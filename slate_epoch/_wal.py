@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol, TypeVar
 
@@ -45,14 +46,16 @@ from ._errors import (
 from ._framing import HEADER_SIZE, frame, unframe
 from ._layout import log_boundary_key, log_entries
 from ._manifest import Manifest
-from ._retry import Retrier
+from ._retry import Retrier, gather
 from ._sequence import ObjectSequence
 from ._store import Body, ObjectStore, as_body
 
 __all__ = [
+    "FenceAttempt",
     "LogHolder",
     "WalEntry",
     "WalWriter",
+    "attempt_fence",
     "decode_entry",
     "encode_entry",
     "fence_log",
@@ -161,13 +164,13 @@ class LogHolder(Protocol):
 
     @property
     def log_fence(self) -> int:
-        """Where the newest writer fenced the log, in the newest manifest the holder has seen
-        (0: not recorded)."""
+        """Where the last writer fenced the log, as the newest manifest the holder has seen
+        records it (0: not recorded)."""
         ...
 
-    async def record_fence(self, fence_id: int, retrier: Retrier) -> None:
-        """Write the next manifest version with the log fence at ``fence_id``: a fenced write,
-        so ``FencedError`` if a newer claim holds the role."""
+    async def confirm(self, retrier: Retrier) -> None:
+        """``FencedError`` if a newer claim of the role has landed; cheap when none has (the
+        next manifest id is absent, and not for retention's sake)."""
         ...
 
     async def refresh(self) -> Manifest:
@@ -293,38 +296,89 @@ class WalWriter:
         return await self._holder.run("trim of the log", timeout, trim)
 
 
-async def fence_log(holder: LogHolder, retrier: Retrier) -> WalWriter:
-    """Fence the log for ``holder`` (see ``EpochHandle.fence_wal``); the caller runs this under
-    the holder's write lock and deadline.
+@dataclass(frozen=True)
+class FenceAttempt:
+    """The first step of a fence, one round trip: the trim boundary, our create of a fence at
+    the id after ``start`` (``placed``: it succeeded; False: the id was taken, perhaps by our own
+    first send after a lost response), and the log ids listed above ``start`` (None: more than
+    one page of them) - all asked at once."""
 
-    The fence goes at an id seen free after our claim, the first free one: every older writer
-    then meets it (or something below it) and, re-reading, finds our claim. Only the writer
-    moves the replay point, and every writer records where it fenced, so while the holder
-    holds the role its own manifest says where to look: above the replay point and above the
-    last writer's fence (its appends come after it). Most often the very next id is free: the
-    fence is tried there at once, while the trim boundary is read (a fence at or below it would
-    fence nothing: then it is taken back and the search starts above the boundary). If the id
-    is taken, a search finds the first free one. Last, the fence is recorded in the next
-    manifest version: a fenced write, so it also proves the holder still holds the role once
-    the fence stands.
+    start: int
+    floor: int
+    placed: bool
+    listed: tuple[int, ...] | None
+
+
+# A fence attempt lists this many log ids above where it starts; a longer run is searched.
+_LISTED: Final = 256
+
+
+async def attempt_fence(
+    store: ObjectStore, root: str, start: int, retrier: Retrier
+) -> FenceAttempt:
+    """Try the fence at ``start + 1`` while reading the trim boundary and listing the ids above
+    ``start`` (see ``fence_log``). Run only once the writer's claim has landed."""
+    log = wal_sequence(store, root)
+    found: dict[str, object] = {}
+
+    async def floor() -> None:
+        found["floor"] = await retrier.call(partial(read_boundary, store, log_boundary_key(root)))
+
+    async def fence() -> None:
+        try:
+            await retrier.call(partial(store.put, log.key(start + 1), FENCE, mode="create"))
+            found["placed"] = True
+        except AlreadyExistsError:
+            found["placed"] = False
+
+    async def listed() -> None:
+        found["listed"] = await retrier.call(partial(log.ids_above, start, _LISTED))
+
+    await gather(floor, fence, listed)
+    boundary, placed, ids = found["floor"], found["placed"], found["listed"]
+    assert isinstance(boundary, int)
+    assert isinstance(placed, bool)
+    assert ids is None or isinstance(ids, tuple)
+    return FenceAttempt(start, boundary, placed, ids)
+
+
+async def fence_log(
+    holder: LogHolder, retrier: Retrier, attempt: FenceAttempt | None = None
+) -> WalWriter:
+    """Fence the log for ``holder`` (see ``EpochHandle.fence_wal``); the caller runs this under
+    the holder's write lock and deadline. ``attempt``: the first step, if the claim already
+    made it (``claim_epoch(..., fence_wal=True)``, beside its own last request).
+
+    The fence goes at an id seen free after the claim, the first free one: every older writer
+    then meets it (or something below it) and, re-reading, finds the claim. Where to look comes
+    from the holder's manifest: above the replay point (only the writer moves it) and above the
+    last writer's fence (each writer records it with its first manifest write after fencing;
+    its appends come after it). Most often the very next id is free: the fence is tried there
+    at once, while the trim boundary is read (a fence at or below it would fence nothing) and
+    the ids above are listed (if the id was taken, the listing says which is free). Last, the
+    holder checks that no newer claim landed before the fence stood.
     """
     log = wal_sequence(holder.store, holder.root)
-    boundary_key = log_boundary_key(holder.root)
-    start = max(holder.replay_after, holder.log_fence)
-    floor, placed = await _boundary_and_fence(log, boundary_key, start + 1, retrier)
-    candidate = start + 1
-    if candidate <= floor:  # trimmed past where we looked: only a newer writer trims that far
+    if attempt is None:
+        start = max(holder.replay_after, holder.log_fence)
+        attempt = await attempt_fence(holder.store, holder.root, start, retrier)
+    placed, candidate = attempt.placed, attempt.start + 1
+    if candidate <= attempt.floor:  # trimmed past where we looked: only a newer writer does that
         if placed:
             with suppress(StoreError):
                 await log.store.delete(log.key(candidate))
         placed = False
-        candidate = await retrier.call(partial(log.first_free, floor))
+        candidate = await retrier.call(partial(log.first_free, attempt.floor))
     elif not placed:
         # Taken: by the old writer's entry, or by a fence - and a fence standing there since
         # before our claim may have entries above it, from an older writer that stepped over
         # it (or our own create's, if its response was lost: we can't tell). Only an id seen
-        # free after our claim is safe to fence, so search on from here.
-        candidate = await retrier.call(partial(log.first_free, candidate))
+        # free after our claim is safe to fence: the listing (made after the claim) says which.
+        gap = _first_gap(attempt.start, attempt.listed)
+        if gap is None:  # more than a page of entries: search on from the last listed
+            last = attempt.listed[-1] if attempt.listed else candidate
+            gap = await retrier.call(partial(log.first_free, last))
+        candidate = gap
     while not placed:
         key = log.key(candidate)
         try:
@@ -339,45 +393,21 @@ async def fence_log(holder: LogHolder, retrier: Retrier) -> WalWriter:
         # the old writer took the slot first: still ours to fence? then the next id
         await holder.refresh()
         candidate += 1
-    await holder.record_fence(candidate, retrier)  # FencedError if a newer claim holds it
+    await holder.confirm(retrier)  # FencedError if a newer claim landed before the fence stood
     return WalWriter(holder, candidate)
 
 
-async def _boundary_and_fence(
-    log: ObjectSequence, boundary_key: str, fence_id: int, retrier: Retrier
-) -> tuple[int, bool]:
-    """The trim boundary, and whether our create of a fence at ``fence_id`` succeeded (False:
-    the id was taken, perhaps by our own first send after a lost response), asked at once:
-    one round trip."""
-    results: dict[str, object] = {}
-
-    async def boundary() -> None:
-        results["boundary"] = await retrier.call(partial(read_boundary, log.store, boundary_key))
-
-    async def fence() -> None:
-        key = log.key(fence_id)
-        try:
-            await retrier.call(partial(log.store.put, key, FENCE, mode="create"))
-            results["placed"] = True
-        except AlreadyExistsError:
-            results["placed"] = False
-
-    errors: list[Exception] = []
-
-    async def run(step: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await step()
-        except Exception as exc:  # re-raised below, once the other is done
-            errors.append(exc)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(run, boundary)
-        group.start_soon(run, fence)
-    if errors:
-        raise errors[0]
-    floor = results["boundary"]
-    assert isinstance(floor, int)
-    return floor, bool(results["placed"])
+def _first_gap(start: int, listed: tuple[int, ...] | None) -> int | None:
+    """The first id above ``start`` missing from ``listed`` (ascending); None when the
+    listing was cut at a page and has no gap."""
+    if listed is None:
+        return None
+    expected = start + 1
+    for object_id in listed:
+        if object_id != expected:
+            return expected
+        expected += 1
+    return expected if len(listed) < _LISTED else None
 
 
 async def _holds_a_fence(

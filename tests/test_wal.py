@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
 from slate_epoch import (
@@ -456,39 +457,66 @@ class Recording(ForwardingStore):
         return await perform()
 
 
-async def test_an_open_on_an_empty_log_costs_seven_requests_in_five_round_trips(
-    store: ObjectStore,
-) -> None:
+async def test_an_open_claims_and_fences_in_five_round_trips(store: ObjectStore) -> None:
+    """``claim_epoch(fence_wal=True)`` on an empty root: the claim's create, then its boundary
+    check beside the fence's first step (the fence, the trim boundary, a listing of the log),
+    then the check that no newer claim landed before the fence stood."""
+    process = Recording(store)
+    handle = await claim_epoch(process, fence_wal=True)
+    requests = process.requests
+    assert requests[:2] == ["list manifest", "create manifest"]
+    assert sorted(requests[2:6]) == [
+        "create wal",
+        "get manifest-boundary",
+        "get wal-boundary",
+        "list wal",
+    ]
+    assert sorted(requests[6:]) == ["get manifest-boundary", "head manifest"]
+    log = await handle.fence_wal()  # the writer the claim made: no request
+    assert log.fence_id == 1
+    assert len(process.requests) == 8
+
+
+async def test_fence_wal_after_a_claim_costs_two_round_trips(store: ObjectStore) -> None:
     process = Recording(store)
     handle = await claim_epoch(process)
-    await handle.fence_wal()
-    assert process.requests[:3] == ["list manifest", "create manifest", "get manifest-boundary"]
-    # the trim boundary and the fence at once (one round trip), then the fence recorded
-    assert sorted(process.requests[3:5]) == ["create wal", "get wal-boundary"]
-    assert process.requests[5:] == ["create manifest", "get manifest-boundary"]
+    process.requests.clear()
+    log = await handle.fence_wal()
+    assert log.fence_id == 1
+    assert sorted(process.requests[:3]) == ["create wal", "get wal-boundary", "list wal"]
+    assert sorted(process.requests[3:]) == ["get manifest-boundary", "head manifest"]
 
 
-async def test_an_open_after_eight_writers_fences_at_once_where_the_last_one_left_off(
+async def test_the_fence_goes_where_the_listing_says_when_the_next_id_is_taken(
     store: ObjectStore,
 ) -> None:
-    """Each writer records where it fenced, so the next one tries the very next id: no
-    search over the earlier writers' fences."""
+    """Eight writers each claimed, fenced and appended once, and wrote nothing to the manifest
+    after (so none recorded where it fenced): the ninth tries the id after the replay point,
+    finds it taken, and fences where the listing it made beside that try says: no search."""
     for _ in range(8):
-        handle = await claim_epoch(Interposer(store))
+        handle = await claim_epoch(Interposer(store), fence_wal=True)
         await (await handle.fence_wal()).append(b"work")
     process = Recording(store)
-    handle = await claim_epoch(process)
+    handle = await claim_epoch(process, fence_wal=True)
+    assert (await handle.fence_wal()).fence_id == 17  # eight fences and eight entries below
+    fence_requests = process.requests[4:]  # after list, get, create, (boundary ...)
+    assert "head wal" not in fence_requests
+    assert fence_requests.count("create wal") == 2  # the try, and the fence
+    assert sorted(process.requests[-2:]) == ["get manifest-boundary", "head manifest"]
+
+
+async def test_a_writer_records_where_it_fenced_with_its_first_manifest_write(
+    store: ObjectStore,
+) -> None:
+    handle = await claim_epoch(store, fence_wal=True)
     log = await handle.fence_wal()
-    assert log.fence_id == 17  # eight fences and eight entries below it
-    assert process.requests[:4] == [
-        "list manifest",
-        "get manifest",
-        "create manifest",
-        "get manifest-boundary",
-    ]
-    # the last writer appended once after its fence: the id after its fence is taken, and a
-    # search of a few HEADs (sent at once) finds the next free one
-    fence_requests = process.requests[4:-2]
-    assert "create wal" in fence_requests
-    assert len(fence_requests) <= 8
-    assert process.requests[-2:] == ["create manifest", "get manifest-boundary"]
+    for _ in range(3):
+        await log.append(b"e")
+    assert handle.manifest.log_fence == 0  # the fence alone writes no manifest version
+    written = await handle.update(lambda m: msgspec.structs.replace(m, state=b"checkpoint"))
+    assert written.log_fence == log.fence_id == 1
+    # a mutate can't move it: the library keeps it
+    again = await handle.update(lambda m: msgspec.structs.replace(m, log_fence=99))
+    assert again.log_fence == 1
+    nxt = await claim_epoch(Interposer(store), fence_wal=True)
+    assert (await nxt.fence_wal()).fence_id == 5  # above the first writer's three entries

@@ -10,7 +10,7 @@ manifests. The cases take turns, one sample each a round, so that they meet the 
   ``round trip, no proxy``: the same on the server itself.
 - ``warm claim``: a claim by a process that has claimed under this root before.
 - ``update``: ``EpochHandle.update`` of the holder (a new state).
-- ``open, empty log``: a cold claim (an empty cache, as a new process) + ``fence_wal()``; then
+- ``open, empty log``: a cold claim (an empty cache, as a new process) with ``fence_wal=True``; then
   the manifest and the fence are deleted again (untimed), so every open meets the same state.
 - ``open, 8 earlier fences``: the same on a root where 8 writers each claimed and fenced before.
 - ``second S3Store open``: ``async with S3Store(...)`` in this process, where others were
@@ -28,10 +28,10 @@ from typing import TypeVar
 import anyio
 import msgspec
 
-from slate_epoch import EpochHandle, Manifest, ObjectStore, WalWriter, __version__, claim_epoch
+from slate_epoch import Manifest, ObjectStore, __version__, claim_epoch
 from slate_epoch.backends.s3 import S3Store
 
-from ..claims import cold_claim, forget
+from ..claims import cold_claim, cold_open, forget
 from ..stores import CountingStore, per_claim, prefill
 from ._common import EARLIER_WRITERS, HISTORY, S3Case, arguments, emit
 
@@ -70,13 +70,8 @@ class Cases:
 
 
 async def open_and_forget(cases: Cases, case: str, setup: ObjectStore) -> None:
-    """Time a cold claim + ``fence_wal()``, then undo both through ``setup`` (untimed)."""
-
-    async def open_log() -> tuple[EpochHandle, WalWriter]:
-        handle = await cold_claim(cases.counter, ROOTS[case])
-        return handle, await handle.fence_wal()
-
-    handle, wal = await cases.time(case, open_log)
+    """Time a cold open (``cold_open``), then undo it through ``setup`` (untimed)."""
+    handle, wal = await cases.time(case, partial(cold_open, cases.counter, ROOTS[case]))
     await forget(handle, wal, via=setup)
 
 

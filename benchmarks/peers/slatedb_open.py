@@ -6,9 +6,9 @@ reads the newest manifest, bumps ``writer_epoch`` (a create-if-absent manifest w
 its WAL (a create-if-absent empty WAL object), replays the WAL and starts the writer. The
 compactor and the garbage collector are switched off, so the open does the writer's work only.
 ``shutdown()`` after each open is not timed (it writes one more manifest). Every open starts
-from nothing cached: these are cold opens, reported as ``open`` and compared with slate-epoch's
-open (a cold claim + ``fence_wal()``, ``benchmarks.peers.ours``). The first open in the process
-(tokio runtime start, database creation) is reported apart.
+from nothing cached: these are cold opens, reported as ``open`` and compared with
+slate-epoch's open (a cold claim with ``fence_wal=True``, ``benchmarks.peers.ours``). The first
+open in the process (tokio runtime start, database creation) is reported apart.
 
 SlateDB's open lists its manifest and WAL folders, so it slows down as they grow (without GC,
 400 open/close cycles take it from about 2 ms to 18 ms on a local folder here). To compare at

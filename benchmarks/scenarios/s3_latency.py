@@ -50,7 +50,7 @@ SECOND_STORE_TARGET_US = 10_000.0
 
 PYTHON_ONLY = "python -c pass"
 IMPORTS_ONLY = "python: imports only"
-WHOLE_PROCESS = "python: open S3Store + claim + fence_wal"
+WHOLE_PROCESS = "python: open S3Store + claim with fence_wal=True"
 IMPORTS = "import anyio, slate_epoch, slate_epoch.backends.s3"
 PROGRAM = """
 import sys
@@ -61,8 +61,7 @@ from slate_epoch.backends.s3 import S3Store
 async def main() -> None:
     bucket, root, endpoint = sys.argv[1:4]
     async with S3Store(bucket, endpoint_url=endpoint) as store:
-        handle = await claim_epoch(store, root)
-        await handle.fence_wal()
+        await claim_epoch(store, root, fence_wal=True)
 
 anyio.run(main, backend="asyncio")
 """

@@ -4,10 +4,10 @@ Ratios are ours ÷ the peer's median, each against the slate-epoch run that does
 work:
 
 - SlateDB's open (read the manifest, bump the writer epoch, fence the WAL, replay it, start the
-  writer; nothing cached) is compared with our open: a cold claim + ``fence_wal()``. On a local
-  folder SlateDB does not fsync, so the headline compares it with our ``durable=False`` store;
-  the ratio against our default (fsync) store is given too. Our claim-only rows (cold, warm)
-  stay beside it.
+  writer; nothing cached) is compared with our open: a cold claim with ``fence_wal=True``. On a
+  local folder SlateDB does not fsync, so the headline compares it with our ``durable=False``
+  store; the ratio against our default (fsync) store is given too. Our claim-only rows (cold,
+  warm) stay beside it.
 - The hand-rolled obstore loop: warm with warm, cold with cold; no fsync either.
 """
 
@@ -32,8 +32,9 @@ PEERS = (
     ("obstore", "local", "benchmarks.peers.obstore_claim"),
 )
 NOTES = [
-    "SlateDB's open is compared with slate-epoch's open: a cold claim + fence_wal() (both bump "
-    "the writer epoch and fence the WAL; SlateDB also replays its WAL and starts its writer). "
+    "SlateDB's open is compared with slate-epoch's open: a cold claim with fence_wal=True "
+    "(both bump the writer epoch and fence the WAL; SlateDB also replays its WAL and starts "
+    "its writer). "
     "Each of our opens meets the same state: the manifest and the fence it wrote are deleted "
     "again afterwards (untimed), so it finds 10 manifests and nothing in the log.",
     "fsync: slate-epoch 'local' fsyncs file and folder on every create (durable=True, the "

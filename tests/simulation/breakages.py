@@ -33,6 +33,7 @@ from slate_epoch.testing._simulation import watchers
 from slate_epoch.testing._simulation import world as world_module
 
 Newest = tuple[int, Manifest] | None
+Beside = Callable[[], Awaitable[None]] | None  # runs beside a landed create's boundary check
 
 
 class Create(Protocol):
@@ -45,6 +46,7 @@ class Create(Protocol):
         retrier: Retrier,
         *,
         base: Manifest | None = None,
+        beside: Beside = None,
     ) -> Awaitable[tuple[bool, Newest]]: ...
 
 
@@ -60,10 +62,13 @@ async def create_trusting_any_conflict(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
+    beside: Beside = None,
 ) -> tuple[bool, Newest]:
     """``_create`` that skips the claim-id check: whatever write took the id is taken to be
     ours."""
-    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier, base=base)
+    landed, newest = await _create(
+        manifests, manifest_id, manifest, role, retrier, base=base, beside=beside
+    )
     return (True, newest) if newest is not None else (landed, newest)  # BUG: ignores `landed`
 
 
@@ -75,10 +80,13 @@ async def create_never_recognising_its_own(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
+    beside: Beside = None,
 ) -> tuple[bool, Newest]:
     """``_create`` as SlateDB first had it: every conflict is a rival's, so a lost response
     costs an extra epoch (safe, but invariant 5 is broken)."""
-    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier, base=base)
+    landed, newest = await _create(
+        manifests, manifest_id, manifest, role, retrier, base=base, beside=beside
+    )
     return (False, newest) if newest is not None else (landed, newest)  # BUG
 
 
@@ -90,6 +98,7 @@ async def create_without_rereading(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
+    beside: Beside = None,
 ) -> tuple[bool, Newest]:
     """``_create`` that, when a conflict follows a resend, returns success without reading
     anything: "we sent it before, so it must be ours". Wrong when the first send was never
@@ -99,7 +108,7 @@ async def create_without_rereading(
     while True:
         retrier.attempts += 1
         try:
-            await manifests.write_bytes(manifest_id, data, manifest, resend=resent)
+            await manifests.write_bytes(manifest_id, data, manifest, resend=resent, beside=beside)
         except TransientStoreError as exc:
             retrier.failed(exc)
             resent = True
@@ -112,7 +121,7 @@ async def create_without_rereading(
             break
         return True, None
     # the honest path
-    return await _create(manifests, manifest_id, manifest, role, retrier, base=base)
+    return await _create(manifests, manifest_id, manifest, role, retrier, base=base, beside=beside)
 
 
 def claims_only(broken: Create) -> Create:
@@ -127,10 +136,13 @@ def claims_only(broken: Create) -> Create:
         retrier: Retrier,
         *,
         base: Manifest | None = None,
+        beside: Beside = None,
     ) -> tuple[bool, Newest]:
         is_claim = any(claim.claim_id == manifest.write_id for claim in manifest.roles)
         chosen = broken if is_claim else _create
-        return await chosen(manifests, manifest_id, manifest, role, retrier, base=base)
+        return await chosen(
+            manifests, manifest_id, manifest, role, retrier, base=base, beside=beside
+        )
 
     return create
 
@@ -148,10 +160,18 @@ def accept_without_fencing(self: EpochHandle, manifest_id: int, manifest: Manife
 
 
 async def write_bytes_overwriting(
-    self: ManifestStore, manifest_id: int, data: bytes, manifest: Manifest, *, resend: bool = False
+    self: ManifestStore,
+    manifest_id: int,
+    data: bytes,
+    manifest: Manifest,
+    *,
+    resend: bool = False,
+    beside: Beside = None,
 ) -> None:
     """``ManifestStore.write_bytes`` with a plain overwrite instead of create-if-absent."""
     await self.store.put(self.key(manifest_id), data, mode="overwrite")  # BUG: not "create"
+    if beside is not None:
+        await beside()
     self.cache.remember(self.root, manifest_id, manifest)
 
 
@@ -166,11 +186,17 @@ _collectable_ids = ManifestStore.collectable_ids
 
 
 async def write_bytes_marked(
-    self: ManifestStore, manifest_id: int, data: bytes, manifest: Manifest, *, resend: bool = False
+    self: ManifestStore,
+    manifest_id: int,
+    data: bytes,
+    manifest: Manifest,
+    *,
+    resend: bool = False,
+    beside: Beside = None,
 ) -> None:
     token = _INSIDE.set("write_bytes")
     try:
-        await _write_bytes(self, manifest_id, data, manifest, resend=resend)
+        await _write_bytes(self, manifest_id, data, manifest, resend=resend, beside=beside)
     finally:
         _INSIDE.reset(token)
 
@@ -198,6 +224,7 @@ async def collectable_ids_one_too_many(self: ManifestStore, boundary: int) -> li
 # -- the write-ahead log ------------------------------------------------------------------------
 
 _first_free = ObjectSequence.first_free
+_first_gap = _wal._first_gap
 _trim = WalWriter.trim
 _refresh = EpochHandle.refresh
 
@@ -206,6 +233,17 @@ async def first_free_after_skipping_one(self: ObjectSequence, after: int) -> int
     """``ObjectSequence.first_free`` (used by the log only) that answers one id too far:
     ``fence_wal`` leaves a gap below its fence."""
     return await _first_free(self, after) + 1  # BUG
+
+
+def first_gap_after_skipping_one(start: int, listed: tuple[int, ...] | None) -> int | None:
+    """``_wal._first_gap`` one id too far, as ``first_free_after_skipping_one``."""
+    gap = _first_gap(start, listed)
+    return None if gap is None else gap + 1  # BUG
+
+
+def fence_skipping_one_free_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ObjectSequence, "first_free", first_free_after_skipping_one)
+    monkeypatch.setattr(_wal, "_first_gap", first_gap_after_skipping_one)
 
 
 async def step_over_without_refreshing(
@@ -267,11 +305,19 @@ async def create_trusting_the_lineage_alone(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
+    beside: Beside = None,
 ) -> tuple[bool, Newest]:
     """``_create`` before the fix: "the newest version does not carry my write id, and my claim
     is still there, so my write did not land" - wrong when another write of this handle landed
     on top of it."""
-    landed, newest = await _create(manifests, manifest_id, manifest, role, retrier)
+    landed, newest = await _create(
+        manifests,
+        manifest_id,
+        manifest,
+        role,
+        retrier,
+        beside=beside,  # no base: the lineage check below
+    )
     if landed or newest is None or base is None:
         return landed, newest
     claim, stored = manifest.claim(role), newest[1].claim(role)
@@ -496,9 +542,7 @@ BREAKAGES = [
     ),
     Breakage(
         "fence_wal skips one free id (a gap below the fence)",
-        lambda monkeypatch: monkeypatch.setattr(
-            ObjectSequence, "first_free", first_free_after_skipping_one
-        ),
+        fence_skipping_one_free_id,
         _check(6),
         "check 6",
     ),

@@ -83,7 +83,7 @@ class SimulationConfig:
     # ``max_reads`` times a life.
     max_readers: int = 2
     reader_rate: float = 0.6
-    max_reads: int = 8
+    max_reads: int = 12
     # The chance that the store starts with foreign objects in every folder (names a careless
     # parser would take for ids: Unicode digits, suffixes, near misses).
     foreign_rate: float = 0.3

@@ -107,7 +107,7 @@ async def _read_version(world: Stage, life: Life, rng: random.Random) -> None:
     timeout = 30.0
     record = world.record(life, "version", "read", timeout)
     manifests = ManifestStore(life.process.store, ROOT, cache=life.process.cache)
-    pick, near_the_boundary = rng.random(), rng.random() < 0.5
+    pick, near_the_boundary = rng.random(), rng.random() < 0.7
 
     async def read_a_version() -> None:
         with anyio.fail_after(timeout):
@@ -115,13 +115,17 @@ async def _read_version(world: Stage, life: Life, rng: random.Random) -> None:
             newest = cached[0] if cached else (await _retried(manifests.read_latest) or (0,))[0]
             if newest == 0:
                 return
-            # anywhere in the history, or just at or below the retention boundary, where stale
-            # writers' recreations of collected ids land
+            # anywhere in the history, or at or below the retention boundary: an id still listed
+            # there (where stale writers' recreations of collected ids land), else one just below
             low, high = 1, newest
             if near_the_boundary:
                 boundary = await manifests.read_boundary()
+                standing = await _retried(partial(manifests.collectable_ids, boundary))
+                if standing:
+                    record.entry_id = standing[int(pick * len(standing))]
                 low, high = max(1, boundary - 2), max(1, boundary)
-            record.entry_id = low + int(pick * (high - low + 1))
+            if not record.entry_id:
+                record.entry_id = low + int(pick * (high - low + 1))
             version = await manifests.read(record.entry_id)
             record.write_id = version.write_id
 

@@ -55,14 +55,16 @@ class Writer:
     async def live(self) -> None:
         rng = self.rng
         for _ in range(3):  # a claim, and up to two more after being fenced
-            handle = await self.claim()
+            uses_the_log = self.plan.role == "writer" and rng.random() < self.config.wal_rate
+            # half of them fence as part of the claim (claim_epoch(fence_wal=True))
+            handle = await self.claim(fence_wal=uses_the_log and rng.random() < 0.5)
             if handle is None:
                 return
             self.life.acknowledged = self.life.marked = 0  # ids of this handle's own appends
             log: WalWriter | None = None
             self.logs = []
             outcome = "ok"
-            if self.plan.role == "writer" and rng.random() < self.config.wal_rate:
+            if uses_the_log:
                 log, outcome = await self.fence(handle)
             most = self.config.max_updates
             if log is not None and rng.random() < self.config.long_session_rate:
@@ -128,7 +130,7 @@ class Writer:
             return await self.refresh(handle)
         return await self.update(handle)
 
-    async def claim(self) -> EpochHandle | None:
+    async def claim(self, *, fence_wal: bool = False) -> EpochHandle | None:
         rng, life, plan = self.rng, self.life, self.plan
         timeout = rng.choice((0.3, 1.0, 5.0, 30.0))
         max_conflicts = None if rng.random() < 0.8 else rng.randint(0, 4)
@@ -146,6 +148,7 @@ class Writer:
                 backoff=backoff,
                 owner=life.actor,
                 cache=life.process.cache,
+                fence_wal=fence_wal,
             ),
         )
         if handle is not None:
