@@ -1,8 +1,9 @@
 """slate-epoch: single-writer epochs on object storage.
 
 Claim an epoch for a role; a newer claim fences every older holder. ``lead`` holds a role for
-as long as a body runs, with standbys taking over when it stops. See README.md and
-docs/leading.md.
+as long as a body runs, with standbys taking over when it stops. Logs go to the ``slate_epoch``
+logger, spans and metrics to OpenTelemetry when the application configured it. See README.md
+and docs/.
 """
 
 from ._claim import EpochHandle, claim_epoch
@@ -31,6 +32,7 @@ from ._errors import (
     WalCorruptError,
     WalError,
     WalTrimmedError,
+    WriteOutcomeUnknownError,
 )
 from ._gc import GarbageReport, collect_garbage
 from ._lead import lead
@@ -84,6 +86,7 @@ __all__ = [
     "WalError",
     "WalTrimmedError",
     "WalWriter",
+    "WriteOutcomeUnknownError",
     "claim_epoch",
     "collect_garbage",
     "lead",
