@@ -6,9 +6,13 @@
     {root}/manifest-boundary              retention's boundary for them
     {root}/wal/{id:020d}.wal              the write-ahead log (entries and fences)
     {root}/wal-boundary                   the log's trim boundary
+    {root}/lease/{role}                   a role's lease (``_lease``)
+
+    slate-epoch-check/{token}/...         ``check_store``'s probe objects, removed again
 
 Ids are 20 ASCII digits; any other name in those folders is a foreign object, never read,
-counted or deleted.
+counted or deleted. The check's probes live under a fresh random token of 32 hex digits: even
+under a root named ``slate-epoch-check``, no manifest, log or lease key has that form.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Final
 from ._store import validate_key
 
 __all__ = [
+    "CHECK_FOLDER",
     "Numbered",
+    "check_probes",
     "check_root",
     "log_boundary_key",
     "log_entries",
@@ -28,6 +34,7 @@ __all__ = [
     "numbered_id",
 ]
 
+CHECK_FOLDER: Final = "slate-epoch-check"
 _DIGITS: Final = frozenset("0123456789")
 _WIDTH: Final = 20
 
@@ -87,3 +94,10 @@ def log_entries(root: str) -> Numbered:
 
 def log_boundary_key(root: str) -> str:
     return _under(root, "wal-boundary")
+
+
+def check_probes(token: str) -> str:
+    """The folder (ending with ``/``) of one store check's probe objects."""
+    if len(token) != 32 or set(token) - set("0123456789abcdef"):
+        raise ValueError(f"a check's token is 32 lower-case hex digits, got {token!r}")
+    return f"{CHECK_FOLDER}/{token}/"
