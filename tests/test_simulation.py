@@ -40,6 +40,7 @@ EXERCISED = (
     "claim:crashed",
     "update:ok",
     "update:FencedError",
+    "update:WriteOutcomeUnknownError",
     "update:OperationTimeoutError",
     "update:crashed",
     "refresh:ok",

@@ -17,10 +17,12 @@ from slate_epoch import _claim, _layout, _manifest, _wal
 from slate_epoch._boundary import read_boundary
 from slate_epoch._claim import EpochHandle
 from slate_epoch._errors import (
+    FencedError,
     ManifestVersionExistsError,
     NotFoundError,
     TransientStoreError,
     WalTrimmedError,
+    WriteOutcomeUnknownError,
 )
 from slate_epoch._framing import frame
 from slate_epoch._manifest import Manifest, ManifestStore, encode
@@ -33,6 +35,7 @@ from slate_epoch.testing._simulation import watchers
 from slate_epoch.testing._simulation import world as world_module
 
 Newest = tuple[int, Manifest] | None
+Landed = bool | None  # None: nothing left on the store can tell
 
 
 class Create(Protocol):
@@ -45,7 +48,7 @@ class Create(Protocol):
         retrier: Retrier,
         *,
         base: Manifest | None = None,
-    ) -> Awaitable[tuple[bool, Newest]]: ...
+    ) -> Awaitable[tuple[Landed, Newest]]: ...
 
 
 _create: Create = _claim._create
@@ -60,7 +63,7 @@ async def create_trusting_any_conflict(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` that skips the claim-id check: whatever write took the id is taken to be
     ours."""
     landed, newest = await _create(manifests, manifest_id, manifest, role, retrier, base=base)
@@ -75,7 +78,7 @@ async def create_never_recognising_its_own(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` as SlateDB first had it: every conflict is a rival's, so a lost response
     costs an extra epoch (safe, but invariant 5 is broken)."""
     landed, newest = await _create(manifests, manifest_id, manifest, role, retrier, base=base)
@@ -90,7 +93,7 @@ async def create_without_rereading(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` that, when a conflict follows a resend, returns success without reading
     anything: "we sent it before, so it must be ours". Wrong when the first send was never
     performed (an error, not a lost response) and a rival took the id meanwhile."""
@@ -127,7 +130,7 @@ def claims_only(broken: Create) -> Create:
         retrier: Retrier,
         *,
         base: Manifest | None = None,
-    ) -> tuple[bool, Newest]:
+    ) -> tuple[Landed, Newest]:
         is_claim = any(claim.claim_id == manifest.write_id for claim in manifest.roles)
         chosen = broken if is_claim else _create
         return await chosen(manifests, manifest_id, manifest, role, retrier, base=base)
@@ -254,7 +257,7 @@ async def update_without_the_lock(
     self._raise_if_fenced()
 
     async def write(retrier: Retrier) -> Manifest:  # BUG: no `async with self._write_lock`
-        return await self._write(mutate, retrier)
+        return await self._write(mutate, retrier, self._manifests.observed())
 
     return await self._with_deadline("update", timeout, write)
 
@@ -267,7 +270,7 @@ async def create_trusting_the_lineage_alone(
     retrier: Retrier,
     *,
     base: Manifest | None = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` before the fix: "the newest version does not carry my write id, and my claim
     is still there, so my write did not land" - wrong when another write of this handle landed
     on top of it."""
@@ -302,11 +305,13 @@ async def write_moving_the_replay_point(
     self: EpochHandle,
     mutate: Callable[[Manifest], Manifest],
     retrier: Retrier,
+    io: ManifestStore,
     *,
     keeps_the_log: bool = False,
+    write: str = "update",
 ) -> Manifest:
     """``EpochHandle._write`` that lets any mutate move the replay point (back, too)."""
-    return await _write(self, mutate, retrier, keeps_the_log=True)  # BUG
+    return await _write(self, mutate, retrier, io, keeps_the_log=True, write=write)  # BUG
 
 
 _write = EpochHandle._write
@@ -406,6 +411,38 @@ def numbered_id_any_digits(name: str, suffix: str) -> int | None:
             return None
         # BUG: isdigit() instead of ASCII digits
     return None
+
+
+# -- the honest outcome -------------------------------------------------------------------------
+
+
+async def write_reporting_a_plain_fence(
+    self: EpochHandle,
+    mutate: Callable[[Manifest], Manifest],
+    retrier: Retrier,
+    io: ManifestStore,
+    *,
+    keeps_the_log: bool = False,
+    write: str = "update",
+) -> Manifest:
+    """``EpochHandle._write`` that says plain ``FencedError`` where the outcome is unknown."""
+    try:
+        return await _write(self, mutate, retrier, io, keeps_the_log=keeps_the_log, write=write)
+    except WriteOutcomeUnknownError as exc:
+        raise FencedError(exc.role, exc.epoch, exc.newer_epoch) from None  # BUG
+
+
+_fenced_by_a_trim = WalWriter._fenced_by_a_trim
+
+
+async def fenced_by_a_trim_plainly(self: WalWriter, entry_id: int, *, unknown: bool) -> None:
+    """``WalWriter._fenced_by_a_trim`` that forgets an earlier send's unknown outcome."""
+    await _fenced_by_a_trim(self, entry_id, unknown=False)  # BUG: `unknown=unknown`
+
+
+def unknown_outcomes_reported_as_plain_fences(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(EpochHandle, "_write", write_reporting_a_plain_fence)
+    monkeypatch.setattr(WalWriter, "_fenced_by_a_trim", fenced_by_a_trim_plainly)
 
 
 def fenced_handles_keep_writing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -577,6 +614,12 @@ BREAKAGES = [
         fenced_handles_keep_writing,
         _check(7, "already knew it was fenced"),
         "check 7 (a fenced handle wrote)",
+    ),
+    Breakage(
+        "a fenced write whose outcome is unknown is reported as a plain FencedError",
+        unknown_outcomes_reported_as_plain_fences,
+        _either(_check(3, "raised FencedError but landed"), _check(6, "raised FencedError")),
+        "check 3 or 6 (a write that raised a plain FencedError landed)",
     ),
     Breakage(
         "trim deletes without moving the log's boundary first",
