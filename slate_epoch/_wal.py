@@ -47,7 +47,7 @@ from ._errors import (
 from ._framing import HEADER_SIZE, frame, unframe
 from ._layout import log_boundary_key, log_entries
 from ._manifest import Manifest
-from ._observe import fields, own_write_found, span, store_for, violated
+from ._observe import WAL_LOG, fields, own_write_found, quiet, span, store_for, violated
 from ._retry import Retrier
 from ._sequence import ObjectSequence
 from ._store import Body, ObjectStore, as_body
@@ -225,15 +225,17 @@ class WalWriter:
         """
         body = encode_entry(self.epoch, as_body(data))
         holder = self._holder
+        holder.check()
+
+        async def append(retrier: Retrier) -> int:
+            # in order: never acknowledge an append past an unresolved one
+            async with self._lock:
+                holder.check()
+                return await self._append(body, retrier)
+
+        if quiet(WAL_LOG):  # nobody listens: not even a no-op span
+            return await holder.run("append to the log", timeout, append)
         with span("append", "writer", holder.root, holder.epoch) as scope:
-            holder.check()
-
-            async def append(retrier: Retrier) -> int:
-                # in order: never acknowledge an append past an unresolved one
-                async with self._lock:
-                    holder.check()
-                    return await self._append(body, retrier)
-
             entry_id = await holder.run("append to the log", timeout, append)
             scope.set("log_id", entry_id)
             return entry_id

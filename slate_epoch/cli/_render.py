@@ -288,7 +288,7 @@ def _(result: CheckResult) -> list[str]:
     lines = [f"ok  {name:<{width}}  {STORE_CHECKS[name]}" for name in report.passed]
     lines.append(
         f"the store enforces what slate-epoch needs ({len(report.passed)} checks in "
-        f"{report.seconds:.1f} s)"
+        f"{report.seconds:.2f} s)"
     )
     if report.leftovers:
         lines.append(
