@@ -40,7 +40,6 @@ take over after ``lease``.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections.abc import AsyncIterator
@@ -63,7 +62,7 @@ from ._errors import (
 )
 from ._lease import Lease, LeaseSlot, lease_key
 from ._manifest import ManifestStore, RoleClaim, default_owner, new_id, now_ms
-from ._observe import LEAD_LOG, fields, retrying, span, store_for
+from ._observe import fields, lead_ended, lead_taken_over, retrying, span, store_for
 from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff
 from ._store import ObjectStore
 
@@ -228,51 +227,28 @@ class _Holder:
         self.taken_over_because = ""  # how the role came free (for the log)
         self.released = False
 
-    def _facts(self, **more: object) -> dict[str, object]:
-        handle = self.handle
-        return (
-            fields(
-                handle.role,
-                handle.epoch,
-                handle.root,
-                handle.manifest_id,
-                owner=self.settings.owner,
-            )
-            | more
-        )
-
     def log_taken_over(self) -> None:
-        if LEAD_LOG.isEnabledFor(logging.INFO):
-            handle = self.handle
-            LEAD_LOG.info(
-                "leading role %r at epoch %d (root %r): taken over, %s",
-                handle.role,
-                handle.epoch,
-                handle.root,
-                self.taken_over_because,
-                extra=self._facts(reason=self.taken_over_because),
-            )
-
-    def log_ended(self, body_error: BaseException | None) -> None:
-        """One INFO record when the lead ends: released, or lost (and why)."""
-        if not LEAD_LOG.isEnabledFor(logging.INFO):
-            return
-        handle, ended = self.handle, self.ended
-        if ended is not None:
-            how = f"lost: {type(ended).__name__}: {ended}"
-        elif self.released:
-            how = "released"
-        else:
-            how = "ended without releasing the lease"
-        if body_error is not None and ended is None:
-            how += f" (the body raised {type(body_error).__name__})"
-        LEAD_LOG.info(
-            "stopped leading role %r at epoch %d (root %r): %s",
+        handle = self.handle
+        lead_taken_over(
             handle.role,
             handle.epoch,
             handle.root,
-            how,
-            extra=self._facts(outcome=how),
+            handle.manifest_id,
+            self.settings.owner,
+            self.taken_over_because,
+        )
+
+    def log_ended(self, body_error: BaseException | None) -> None:
+        handle = self.handle
+        lead_ended(
+            handle.role,
+            handle.epoch,
+            handle.root,
+            handle.manifest_id,
+            self.settings.owner,
+            ended=self.ended,
+            released=self.released,
+            body_error=body_error,
         )
 
     @property
@@ -377,7 +353,8 @@ class _Holder:
             except TransientStoreError as exc:
                 self.last_error = exc
                 transient += 1
-                retrying("lease renewal's look for a newer manifest", transient, exc, self._facts())
+                facts = fields(self.handle.role, self.handle.epoch, self.handle.root)
+                retrying("lease renewal's look for a newer manifest", transient, exc, facts)
                 await anyio.sleep(next(waits))
                 continue
             return True

@@ -54,6 +54,8 @@ __all__ = [
     "conflict",
     "fenced",
     "fields",
+    "lead_ended",
+    "lead_taken_over",
     "look_again",
     "own_write_found",
     "quiet",
@@ -252,11 +254,12 @@ class _Span(SpanScope):
     """A span, current while the operation runs (contextvars: on asyncio and trio alike). An
     ``Exception`` is recorded on it as an error; cancellation ends it without an error."""
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_closed", "_span", "_token")
 
     def __init__(self, tracer: Tracer, name: str, attributes: dict[str, Any]) -> None:
         self._span: Span = tracer.start_span(name, attributes=attributes)
         self._token: object = None
+        self._closed = False
 
     def open(self) -> SpanScope:
         trace_api: Any = sys.modules["opentelemetry.trace"]
@@ -265,6 +268,9 @@ class _Span(SpanScope):
         return self
 
     def close(self, error: BaseException | None = None) -> None:
+        if self._closed:  # closed by hand, then an error on the way out: once is enough
+            return
+        self._closed = True
         exc = error
         context_api: Any = sys.modules["opentelemetry.context"]
         context_api.detach(self._token)
@@ -404,6 +410,53 @@ def collected(root: str, latest_id: int, boundary: int, deleted: int, dry_run: b
                 dry_run=dry_run,
             ),
         )
+
+
+def lead_taken_over(
+    role: str, epoch: int, root: str, manifest_id: int, owner: str, reason: str
+) -> None:
+    """``lead`` took a role over (``reason``: how it came free): one INFO record."""
+    if LEAD_LOG.isEnabledFor(_INFO):
+        LEAD_LOG.info(
+            "leading role %r at epoch %d (root %r): taken over, %s",
+            role,
+            epoch,
+            root,
+            reason,
+            extra=fields(role, epoch, root, manifest_id, owner=owner, reason=reason),
+        )
+
+
+def lead_ended(
+    role: str,
+    epoch: int,
+    root: str,
+    manifest_id: int,
+    owner: str,
+    *,
+    ended: BaseException | None,
+    released: bool,
+    body_error: BaseException | None,
+) -> None:
+    """``lead`` stopped leading: released, or lost (``ended`` says why). One INFO record."""
+    if not LEAD_LOG.isEnabledFor(_INFO):
+        return
+    if ended is not None:
+        how = f"lost: {type(ended).__name__}: {ended}"
+    elif released:
+        how = "released"
+    else:
+        how = "ended without releasing the lease"
+    if body_error is not None and ended is None:
+        how += f" (the body raised {type(body_error).__name__})"
+    LEAD_LOG.info(
+        "stopped leading role %r at epoch %d (root %r): %s",
+        role,
+        epoch,
+        root,
+        how,
+        extra=fields(role, epoch, root, manifest_id, owner=owner, outcome=how),
+    )
 
 
 def retrying(what: str, transient: int, error: BaseException, facts: Mapping[str, object]) -> None:
