@@ -2,10 +2,15 @@
 
 Writer A claims and writes; writer B's claim lands but its response is "lost" on the way back;
 B still ends at exactly the next epoch, and A's next write is fenced and never lands.
+
+``LOG_LEVEL=INFO make demo`` also shows slate-epoch's own log records (the library only logs;
+configuring where records go, as here, is the application's business).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -62,6 +67,11 @@ async def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
+    if "LOG_LEVEL" in os.environ:
+        logging.basicConfig(
+            level=os.environ["LOG_LEVEL"].upper(),
+            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        )
     if len(sys.argv) > 1:
         anyio.run(main, sys.argv[1])
     else:

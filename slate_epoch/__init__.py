@@ -1,10 +1,12 @@
 """slate-epoch: single-writer epochs on object storage.
 
 Claim an epoch for a role; a newer claim fences every older holder. ``lead`` holds a role for
-as long as a body runs, with standbys taking over when it stops. See README.md and
-docs/leading.md.
+as long as a body runs, with standbys taking over when it stops. ``check_store`` proves that a
+store enforces what all of it relies on. Logs go to the ``slate_epoch`` logger, spans and metrics
+to OpenTelemetry when the application configured it. See README.md and docs/.
 """
 
+from ._check import STORE_CHECKS, StoreCheckReport, check_store
 from ._claim import EpochHandle, claim_epoch
 from ._errors import (
     AccessDeniedError,
@@ -31,6 +33,7 @@ from ._errors import (
     WalCorruptError,
     WalError,
     WalTrimmedError,
+    WriteOutcomeUnknownError,
 )
 from ._gc import GarbageReport, collect_garbage
 from ._lead import lead
@@ -53,6 +56,7 @@ from ._wal import WalEntry, WalWriter, read_wal
 __version__ = "0.1.0"
 
 __all__ = [
+    "STORE_CHECKS",
     "AccessDeniedError",
     "AlreadyExistsError",
     "Backoff",
@@ -84,6 +88,7 @@ __all__ = [
     "RoleClaim",
     "SlateEpochError",
     "StoreBase",
+    "StoreCheckReport",
     "StoreError",
     "StoreUnreachableError",
     "TransientStoreError",
@@ -95,6 +100,8 @@ __all__ = [
     "WalError",
     "WalTrimmedError",
     "WalWriter",
+    "WriteOutcomeUnknownError",
+    "check_store",
     "claim_epoch",
     "collect_garbage",
     "lead",

@@ -23,10 +23,11 @@ id (a stale writer recreating it) is in nobody's history, and the newest version
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from functools import partial
-from typing import Final, TypeVar
+from typing import Final, TypeAlias, TypeVar
 
 import anyio
 import msgspec
@@ -39,6 +40,7 @@ from ._errors import (
     NotFoundError,
     SlateEpochError,
     TransientStoreError,
+    WriteOutcomeUnknownError,
 )
 from ._manifest import (
     Manifest,
@@ -50,6 +52,18 @@ from ._manifest import (
     new_id,
     now_ms,
 )
+from ._observe import (
+    CLAIM_LOG,
+    NO_SPAN,
+    claimed,
+    conflict,
+    fields,
+    own_write_found,
+    quiet,
+    span,
+    violated,
+)
+from ._observe import fenced as observe_fenced
 from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, gather, with_deadline
 from ._store import ObjectStore
 from ._wal import FenceAttempt, WalWriter, attempt_fence, fence_log, replay_point_mover
@@ -57,6 +71,9 @@ from ._wal import FenceAttempt, WalWriter, attempt_fence, fence_log, replay_poin
 __all__ = ["EpochHandle", "claim_epoch"]
 
 T = TypeVar("T")
+# Whether a write is in the history: True, False, or None when nothing left on the store can
+# tell (see ``_create``).
+Landed: TypeAlias = bool | None
 
 
 async def claim_epoch(
@@ -93,64 +110,92 @@ async def claim_epoch(
     if max_conflicts is not None and max_conflicts < 0:
         raise ValueError(f"max_conflicts must be >= 0, got {max_conflicts}")
     manifests = ManifestStore(store, root, cache=cache)
-    retrier = Retrier(backoff)
     owner = default_owner() if owner is None else owner
-    conflicts = 0
-    with anyio.move_on_after(timeout):
-        # Step 1. A process that saw this root before starts from what it saw: manifests never
-        # change, and if a newer one exists (or retention deleted it) the create below says so.
-        latest = manifests.cached_latest() or await _read_latest(
-            manifests, retrier, verify_boundary=False
+    retrier = Retrier(backoff, "claim", {"role": role, "root": manifests.root})
+    conflicts = lost_responses = 0  # counted here, logged once at the end
+    # Nobody listening is the common case, and a warm claim is ~20 us: then nothing is observed
+    # (no span, no watched store, no clock read), decided by one question. The span is opened
+    # and closed by hand rather than by a `with` block: even a no-op one costs a warm claim.
+    unobserved = quiet(CLAIM_LOG)
+    io, scope, started = manifests, NO_SPAN, 0.0
+    if not unobserved:
+        io = manifests.observed()  # each request logged at DEBUG and counted, if anyone listens
+        scope = span("claim", role, manifests.root).open()
+        started = time.perf_counter()
+    try:
+        with anyio.move_on_after(timeout):
+            # Step 1. A process that saw this root before starts from what it saw: manifests
+            # never change, and if a newer one exists (or retention deleted it) the create below
+            # says so.
+            latest = manifests.cached_latest() or await _read_latest(
+                io, retrier, verify_boundary=False
+            )
+            while True:
+                base_id, base = latest
+                # Step 2.
+                claim = RoleClaim(
+                    role=role,
+                    epoch=base.epoch(role) + 1,
+                    claim_id=new_id(),
+                    claimed_at_ms=now_ms(),
+                    owner=owner,
+                )
+                candidate = base.with_claim(claim)
+                attempt: list[FenceAttempt] = []  # the fence tried beside this create
+                beside = (
+                    _fence_attempt(store, manifests.root, candidate, retrier, attempt)
+                    if fence_wal
+                    else None
+                )
+                landed, newest = await _create(
+                    io, base_id + 1, candidate, role, retrier, beside=beside
+                )
+                if landed:
+                    manifest_id, manifest = newest or (base_id + 1, candidate)
+                    if newest is not None:
+                        lost_responses += 1  # found our own write after a conflict
+                    if not unobserved:
+                        claimed(
+                            scope,
+                            role,
+                            manifests.root,
+                            claim.epoch,
+                            manifest_id,
+                            conflicts=conflicts,
+                            lost_responses=lost_responses,
+                            seconds=time.perf_counter() - started,
+                            owner=owner,
+                        )
+                    handle = EpochHandle(
+                        manifests, manifest_id, manifest, role, timeout=timeout, backoff=backoff
+                    )
+                    if fence_wal:  # the rest of the fence: under the claim's deadline
+                        with suppress(FencedError):  # fenced already: the handle knows, and
+                            holder = _HolderOfTheLog(handle)  # its fence_wal() will say so
+                            handle._log = await fence_log(holder, retrier, *attempt)
+                    return handle
+                # Step 3: a rival took the id.
+                conflicts += 1
+                if max_conflicts is not None and conflicts > max_conflicts:
+                    raise ClaimTimeoutError(
+                        f"claim of role {role!r} met {conflicts} conflicts (max_conflicts="
+                        f"{max_conflicts})",
+                        attempts=retrier.attempts,
+                        last_error=retrier.last_error,
+                    )
+                await retrier.pause()
+                # Whatever landed during the pause: one probe past what step 3 read.
+                latest = await _read_latest(
+                    io, retrier, known=newest[0] if newest else 0, verify_boundary=False
+                )
+        raise ClaimTimeoutError(
+            f"claim of role {role!r} timed out after {timeout} s",
+            attempts=retrier.attempts,
+            last_error=retrier.last_error,
         )
-        while True:
-            base_id, base = latest
-            # Step 2.
-            claim = RoleClaim(
-                role=role,
-                epoch=base.epoch(role) + 1,
-                claim_id=new_id(),
-                claimed_at_ms=now_ms(),
-                owner=owner,
-            )
-            candidate = base.with_claim(claim)
-            attempt: list[FenceAttempt] = []  # the fence tried beside this create, if it landed
-            beside = (
-                _fence_attempt(store, manifests.root, candidate, retrier, attempt)
-                if fence_wal
-                else None
-            )
-            landed, newest = await _create(
-                manifests, base_id + 1, candidate, role, retrier, beside=beside
-            )
-            if landed:
-                manifest_id, manifest = newest or (base_id + 1, candidate)
-                handle = EpochHandle(
-                    manifests, manifest_id, manifest, role, timeout=timeout, backoff=backoff
-                )
-                if fence_wal:  # the rest of the fence: under the claim's deadline
-                    with suppress(FencedError):  # fenced already: the handle knows, and its
-                        holder = _HolderOfTheLog(handle)  # fence_wal() will say so
-                        handle._log = await fence_log(holder, retrier, *attempt)
-                return handle
-            # Step 3: a rival took the id.
-            conflicts += 1
-            if max_conflicts is not None and conflicts > max_conflicts:
-                raise ClaimTimeoutError(
-                    f"claim of role {role!r} met {conflicts} conflicts (max_conflicts="
-                    f"{max_conflicts})",
-                    attempts=retrier.attempts,
-                    last_error=retrier.last_error,
-                )
-            await retrier.pause()
-            # Whatever landed during the pause: one probe past what step 3 read.
-            latest = await _read_latest(
-                manifests, retrier, known=newest[0] if newest else 0, verify_boundary=False
-            )
-    raise ClaimTimeoutError(
-        f"claim of role {role!r} timed out after {timeout} s",
-        attempts=retrier.attempts,
-        last_error=retrier.last_error,
-    )
+    except BaseException as exc:
+        scope.close(exc)
+        raise
 
 
 class EpochHandle:
@@ -213,13 +258,13 @@ class EpochHandle:
 
     async def refresh(self, *, timeout: float | None = None) -> Manifest:
         """Read the newest manifest. ``FencedError`` if a newer epoch holds the role."""
-        self._raise_if_fenced()
 
         async def read(retrier: Retrier) -> Manifest:
-            self._accept(*await _read_latest(self._manifests, retrier, known=self.manifest_id))
+            io = self._manifests.observed()
+            self._accept(*await _read_latest(io, retrier, known=self.manifest_id))
             return self.manifest
 
-        return await self._with_deadline("refresh", timeout, read)
+        return await self._operation("refresh", "refresh", timeout, read)
 
     async def update(
         self, mutate: Callable[[Manifest], Manifest], *, timeout: float | None = None
@@ -234,24 +279,26 @@ class EpochHandle:
         manifest of the wrong types (``state`` not bytes, ...) is a ``TypeError``: nothing is
         written either way.
         """
-        self._raise_if_fenced()
 
         async def write(retrier: Retrier) -> Manifest:
             async with self._write_lock:
-                return await self._write(mutate, retrier)
+                return await self._write(mutate, retrier, self._manifests.observed())
 
-        return await self._with_deadline("update", timeout, write)
+        return await self._operation("update", "update", timeout, write)
 
     async def _write(
         self,
         mutate: Callable[[Manifest], Manifest],
         retrier: Retrier,
+        io: ManifestStore,
         *,
         keeps_the_log: bool = False,
+        write: str = "update",
     ) -> Manifest:
-        """``update``'s loop; the caller holds ``_write_lock``. Only the log's own writes
-        (``keeps_the_log``: mark_replayed, fence_wal) may change the replay point and the
-        log fence."""
+        """``update``'s loop, through ``io`` (this handle's manifests, as the operation reaches
+        them); the caller holds ``_write_lock``. Only the log's own writes (``keeps_the_log``:
+        mark_replayed) may change the replay point and the log fence. ``write``
+        names the write in a ``WriteOutcomeUnknownError``."""
         self._raise_if_fenced()  # a write queued behind one that found us fenced
         while True:
             base_id, base = self.manifest_id, self.manifest
@@ -274,16 +321,28 @@ class EpochHandle:
                 candidate = msgspec.structs.replace(candidate, log_fence=self._log.fence_id)
             candidate = candidate.with_write(self.role, new_id())
             landed, newest = await _create(
-                self._manifests, base_id + 1, candidate, self.role, retrier, base=base
+                io, base_id + 1, candidate, self.role, retrier, base=base
             )
             if newest is not None:  # a conflict: still ours? (FencedError if not)
                 try:
                     self._accept(*newest)
-                except FencedError:
+                except FencedError as exc:
+                    if landed is None:
+                        # The corner: our response was lost, a newer claim landed on top, and
+                        # retention took the version that could tell. (Unfenced, None can't
+                        # happen: only a newer claim replaces the role's lineage while this
+                        # handle's writes are serialised.)
+                        raise WriteOutcomeUnknownError(
+                            self.role, self.epoch, exc.newer_epoch, write=write
+                        ) from exc
                     if not landed:
                         raise
                     # Our write landed before the newer claim: it is in the history, so the
                     # update succeeded; every later call raises FencedError.
+                if landed:
+                    own_write_found(self.role, self.root, self.epoch, write, base_id + 1)
+                else:
+                    conflict(self.role, write)
             if landed:
                 self._adopt(base_id + 1, candidate)
                 return candidate
@@ -296,7 +355,6 @@ class EpochHandle:
         ``FencedError`` if this handle is no longer the holder (nothing is written)."""
         if self.role != "writer":
             raise ValueError(f"only the writer role fences the log, not {self.role!r}")
-        self._raise_if_fenced()
 
         async def fence(retrier: Retrier) -> WalWriter:
             async with self._write_lock:
@@ -304,7 +362,7 @@ class EpochHandle:
                     self._log = await fence_log(_HolderOfTheLog(self), retrier)
                 return self._log
 
-        return await self._with_deadline("fence of the log", timeout, fence)
+        return await self._operation("fence_wal", "fence of the log", timeout, fence)
 
     async def mark_replayed(self, entry_id: int, *, timeout: float | None = None) -> Manifest:
         """Record, through a fenced ``update``, that the log is absorbed into the state up to
@@ -312,14 +370,16 @@ class EpochHandle:
         appended id, or below the current replay point."""
         if self.role != "writer":
             raise ValueError(f"only the writer role moves the replay point, not {self.role!r}")
-        self._raise_if_fenced()
 
         async def mark(retrier: Retrier) -> Manifest:
             async with self._write_lock:
                 advance = await replay_point_mover(_HolderOfTheLog(self), entry_id, retrier)
-                return await self._write(advance, retrier, keeps_the_log=True)
+                io = self._manifests.observed()
+                return await self._write(
+                    advance, retrier, io, keeps_the_log=True, write="mark_replayed"
+                )
 
-        return await self._with_deadline("mark_replayed", timeout, mark)
+        return await self._operation("mark_replayed", "mark_replayed", timeout, mark)
 
     def _adopt(self, manifest_id: int, manifest: Manifest) -> None:
         """Remember a version of ours as the newest seen, unless a newer one is known."""
@@ -331,23 +391,49 @@ class EpochHandle:
         stored = manifest.claim(self.role)
         stored_epoch = 0 if stored is None else stored.epoch
         if stored_epoch > self.epoch:
+            if self._fenced_by is None:
+                observe_fenced(self.role, self.root, self.epoch, stored_epoch, manifest_id)
             self._fenced_by = stored_epoch
             raise FencedError(self.role, self.epoch, stored_epoch)
         if stored is None or stored_epoch < self.epoch:
-            raise InvariantViolationError(
-                f"manifest {manifest_id} has role {self.role!r} at epoch {stored_epoch}, below "
-                f"the held epoch {self.epoch}: epochs must never decrease"
+            raise violated(
+                InvariantViolationError(
+                    f"manifest {manifest_id} has role {self.role!r} at epoch {stored_epoch}, "
+                    f"below the held epoch {self.epoch}: epochs must never decrease"
+                ),
+                **fields(self.role, self.epoch, self.root, manifest_id),
             )
         if stored.claim_id != self.claim_id:
-            raise InvariantViolationError(
-                f"manifest {manifest_id}: epoch {self.epoch} of role {self.role!r} was claimed "
-                f"twice ({stored.claim_id} and {self.claim_id})"
+            raise violated(
+                InvariantViolationError(
+                    f"manifest {manifest_id}: epoch {self.epoch} of role {self.role!r} was "
+                    f"claimed twice ({stored.claim_id} and {self.claim_id})"
+                ),
+                **fields(self.role, self.epoch, self.root, manifest_id),
             )
         self._adopt(manifest_id, manifest)
 
     def _raise_if_fenced(self) -> None:
         if self._fenced_by is not None:
             raise FencedError(self.role, self.epoch, self._fenced_by)
+
+    async def _operation(
+        self,
+        name: str,
+        what: str,
+        timeout: float | None,
+        operation: Callable[[Retrier], Awaitable[T]],
+    ) -> T:
+        """A public operation of the handle: its span ``slate_epoch.<name>``, then ``operation``
+        under the deadline (``FencedError`` at once if the handle knows it is fenced)."""
+        if quiet(CLAIM_LOG):  # nobody listens: not even a no-op span
+            self._raise_if_fenced()
+            return await self._with_deadline(what, timeout, operation)
+        with span(name, self.role, self.root, self.epoch) as scope:
+            self._raise_if_fenced()
+            result = await self._with_deadline(what, timeout, operation)
+            scope.set("manifest_id", self.manifest_id)
+            return result
 
     async def _with_deadline(
         self, what: str, timeout: float | None, operation: Callable[[Retrier], Awaitable[T]]
@@ -357,6 +443,7 @@ class EpochHandle:
             self._timeout if timeout is None else timeout,
             self._backoff,
             operation,
+            facts={"role": self.role, "epoch": self.epoch, "root": self.root},
         )
 
 
@@ -391,11 +478,13 @@ class _HolderOfTheLog:
         following = handle.manifest_id + 1
         seen: dict[str, object] = {}
 
+        io = handle._manifests.observed()
+
         async def look() -> None:
-            seen["next"] = await retrier.call(partial(handle._manifests.exists, following))
+            seen["next"] = await retrier.call(partial(io.exists, following))
 
         async def boundary() -> None:
-            seen["boundary"] = await retrier.call(handle._manifests.read_boundary)
+            seen["boundary"] = await retrier.call(io.read_boundary)
 
         await gather(look, boundary)
         collected = seen["boundary"]
@@ -426,11 +515,12 @@ async def _create(
     *,
     base: Manifest | None = None,
     beside: Callable[[], Awaitable[None]] | None = None,
-) -> tuple[bool, tuple[int, Manifest] | None]:
-    """Create ``manifest_id`` as ``role``'s holder. Returns whether our write is in the history,
-    and, after a conflict, the newest version read to find out (None when the create simply
-    succeeded). ``base`` is the version an update was computed from (None for a claim);
-    ``beside`` runs beside the boundary check of a create that landed."""
+) -> tuple[Landed, tuple[int, Manifest] | None]:
+    """Create ``manifest_id`` as ``role``'s holder. Returns whether our write is in the history
+    (None: it may be, and nothing left on the store can tell), and, after a conflict, the newest
+    version read to find out (None when the create simply succeeded). ``base`` is the version an
+    update was computed from (None for a claim); ``beside`` runs beside the boundary check of a
+    create that landed."""
     data = encode(manifest)  # once: every retry resends these exact bytes
     resent = False
     while True:
@@ -458,6 +548,10 @@ async def _create(
         return True, newest
     if base is None:
         return False, newest  # a claim: a newer version that does not carry it is a rival's
+    if not resent:
+        # Our one send was answered: the id was taken (nothing written), or we wrote at a
+        # deleted id, which is garbage (taken away at once). Either way not in the history.
+        return False, newest
     before = base.claim(role)
     assert before is not None
     if newest[1].carries(role, claim.claim_id, before.last_write_id):
@@ -467,8 +561,8 @@ async def _create(
         return False, newest
     # Something replaced the role's lineage: a newer claim, or (only if writes of one handle
     # overlapped) another write of ours. The version we wrote, or the first one left above
-    # the retention boundary, can tell; if retention took both, nothing can.
-    return await _landed_at(manifests, manifest_id, manifest, role, retrier) is True, newest
+    # the retention boundary, can tell; if retention took both, nothing can (None).
+    return await _landed_at(manifests, manifest_id, manifest, role, retrier), newest
 
 
 def _fence_attempt(
@@ -539,8 +633,12 @@ async def _read_latest(
     )
     if latest is None:
         if known:
-            raise InvariantViolationError(
-                f"manifest {known} was seen under {manifests.root!r} but no manifest exists now"
+            raise violated(
+                InvariantViolationError(
+                    f"manifest {known} was seen under {manifests.root!r} but no manifest exists now"
+                ),
+                root=manifests.root,
+                manifest_id=known,
             )
         return 0, Manifest()
     return latest

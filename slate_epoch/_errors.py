@@ -7,7 +7,8 @@
     │   ├── PreconditionError           stop: an update-by-etag found another version, or none
     │   ├── BucketNotFoundError         stop: the bucket the store names does not exist
     │   ├── AccessDeniedError           stop: credentials missing, wrong, or not allowed
-    │   ├── UnsupportedStoreError       stop: the store does not enforce what the protocol needs
+    │   ├── UnsupportedStoreError       stop: the store does not enforce what the protocol needs;
+    │   │                               .check names what (``check_store`` proves it up front)
     │   └── TransientStoreError         RETRY: timeout, 5xx, dropped connection - outcome unknown
     │       └── StoreUnreachableError   RETRY: no connection to the endpoint, after bounded retries
     ├── InvalidKeyError (ValueError)    stop: a key the stores cannot hold; raised before any I/O
@@ -19,7 +20,10 @@
     ├── WalError                        the write-ahead log could not be read
     │   ├── WalCorruptError             stop: an entry with a bad header or checksum; left as is
     │   └── WalTrimmedError             stop: the entries asked for were trimmed after replay
-    ├── FencedError                     stop: a newer epoch holds the role; this handle is finished
+    ├── FencedError                     stop: a newer epoch holds the role; this handle is finished,
+    │   │                               and nothing of the call that raised it landed
+    │   └── WriteOutcomeUnknownError    stop: ... fenced, and the call's write may have landed:
+    │                                   nothing left on the store can tell
     ├── LeaseLostError                  stop: ``lead`` could not renew its lease in time
     ├── OperationTimeoutError (TimeoutError)   stop: the deadline passed; .attempts, .last_error
     │   └── ClaimTimeoutError           ... while claiming (or after max_conflicts conflicts)
@@ -58,6 +62,7 @@ __all__ = [
     "WalCorruptError",
     "WalError",
     "WalTrimmedError",
+    "WriteOutcomeUnknownError",
 ]
 
 
@@ -99,7 +104,14 @@ class AccessDeniedError(StoreError):
 class UnsupportedStoreError(StoreError):
     """The store does not provide what the protocol needs: it answered that it does not
     implement a conditional write (HTTP 501), or it did not enforce one. Permanent: no retry
-    helps; use a store that enforces create-if-absent and update-by-etag."""
+    helps; use a store that enforces create-if-absent and update-by-etag.
+
+    ``check`` names the check of ``check_store`` that failed (None when a backend found out by
+    itself, e.g. from a 501 answer)."""
+
+    def __init__(self, message: str, *, check: str | None = None) -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class StoreUnreachableError(TransientStoreError):
@@ -177,13 +189,34 @@ class WalTrimmedError(WalError):
 
 
 class FencedError(SlateEpochError):
-    """A newer epoch holds the role: this handle may no longer write."""
+    """A newer epoch holds the role: this handle may no longer write. Nothing the call that
+    raised it tried to write landed (when that cannot be known, ``WriteOutcomeUnknownError``,
+    a subclass, is raised instead)."""
 
     def __init__(self, role: str, epoch: int, newer_epoch: int) -> None:
         super().__init__(f"role {role!r}: epoch {epoch} is fenced by epoch {newer_epoch}")
         self.role = role
         self.epoch = epoch
         self.newer_epoch = newer_epoch
+
+
+class WriteOutcomeUnknownError(FencedError):
+    """The handle is fenced, and the write of the call that raised it may have landed before
+    the newer claim: its response was lost, and what could tell is gone (retention deleted the
+    manifest version it wrote, or a newer writer trimmed the log entry it appended). Treat the
+    write as possibly applied: the newer holder's state (or log replay) has it or not.
+
+    A ``FencedError``, so ``except FencedError`` still catches it. ``write`` says which write:
+    ``"update"``, ``"mark_replayed"``, ``"append at log id N"``."""
+
+    def __init__(self, role: str, epoch: int, newer_epoch: int, *, write: str) -> None:
+        super().__init__(role, epoch, newer_epoch)
+        self.args = (
+            f"role {role!r}: epoch {epoch} is fenced by epoch {newer_epoch}; whether its "
+            f"{write} landed before that is unknown (its response was lost, and the object "
+            "that could tell was since deleted)",
+        )
+        self.write = write
 
 
 class LeaseLostError(SlateEpochError):

@@ -15,6 +15,7 @@ from functools import partial
 import msgspec
 
 from ._manifest import ManifestCache, ManifestStore
+from ._observe import collected, span
 from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, with_deadline
 from ._store import ObjectStore
 
@@ -52,21 +53,35 @@ async def collect_garbage(
     manifests = ManifestStore(store, root, cache=cache)
 
     async def collect(retrier: Retrier) -> GarbageReport:
-        latest = await retrier.call(manifests.read_latest)
-        current = await retrier.call(manifests.read_boundary)
+        io = manifests.observed()  # as this collection reaches the store
+        latest = await retrier.call(io.read_latest)
+        current = await retrier.call(io.read_boundary)
         if latest is None:
             return GarbageReport(latest_id=0, boundary=current, deleted=(), dry_run=dry_run)
         latest_id = latest[0]
         boundary = max(current, latest_id - keep)
         if not dry_run and boundary > current:
             # The boundary first: from here on no writer can win at or below it.
-            boundary = await retrier.call(lambda: manifests.advance_boundary(latest_id - keep))
-        doomed = await retrier.call(lambda: manifests.collectable_ids(boundary))
+            boundary = await retrier.call(lambda: io.advance_boundary(latest_id - keep))
+        doomed = await retrier.call(lambda: io.collectable_ids(boundary))
         if not dry_run:
             for manifest_id in doomed:
-                await retrier.call(partial(store.delete, manifests.key(manifest_id)))
+                await retrier.call(partial(io.store.delete, io.key(manifest_id)))
         return GarbageReport(
             latest_id=latest_id, boundary=boundary, deleted=tuple(doomed), dry_run=dry_run
         )
 
-    return await with_deadline(f"garbage collection under {root!r}", timeout, backoff, collect)
+    with span("collect_garbage", None, manifests.root) as scope:
+        report = await with_deadline(
+            f"garbage collection under {root!r}",
+            timeout,
+            backoff,
+            collect,
+            facts={"root": manifests.root},
+        )
+        scope.set("manifest_id", report.latest_id)
+        scope.set("boundary", report.boundary)
+        scope.set("deleted", len(report.deleted))
+        scope.set("dry_run", dry_run)
+    collected(manifests.root, report.latest_id, report.boundary, len(report.deleted), dry_run)
+    return report

@@ -8,8 +8,11 @@
     {root}/wal-boundary                   the log's trim boundary
     {root}/lease/{role, encoded}          a role's lease, when held through lead()
 
+    slate-epoch-check/{token}/...         ``check_store``'s probe objects, removed again
+
 Ids are 20 ASCII digits; any other name in those folders is a foreign object, never read,
-counted or deleted.
+counted or deleted. The check's probes live under a fresh random token of 32 hex digits: even
+under a root named ``slate-epoch-check``, no manifest, log or lease key has that form.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from typing import Final
 from ._store import validate_key
 
 __all__ = [
+    "CHECK_FOLDER",
     "Numbered",
+    "check_probes",
     "check_root",
     "encode_role",
     "lease_key",
@@ -31,6 +36,7 @@ __all__ = [
     "numbered_id",
 ]
 
+CHECK_FOLDER: Final = "slate-epoch-check"
 _DIGITS: Final = frozenset("0123456789")
 # Characters kept as they are in an encoded role: lower-case letters, digits, and the unreserved
 # punctuation of RFC 3986 but "." (so "." and ".." can never come out).
@@ -112,3 +118,10 @@ def lease_key(root: str, role: str) -> str:
     if not isinstance(role, str) or not role or not role.isprintable():
         raise ValueError(f"role must be a non-empty printable str, got {role!r}")
     return validate_key(_under(root, f"lease/{encode_role(role)}"))
+
+
+def check_probes(token: str) -> str:
+    """The folder (ending with ``/``) of one store check's probe objects."""
+    if len(token) != 32 or set(token) - set("0123456789abcdef"):
+        raise ValueError(f"a check's token is 32 lower-case hex digits, got {token!r}")
+    return f"{CHECK_FOLDER}/{token}/"

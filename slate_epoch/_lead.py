@@ -62,6 +62,7 @@ from ._errors import (
 )
 from ._lease import Lease, LeaseSlot, lease_key
 from ._manifest import ManifestStore, RoleClaim, default_owner, new_id, now_ms
+from ._observe import fields, lead_ended, lead_taken_over, retrying, span, store_for
 from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff
 from ._store import ObjectStore
 
@@ -109,6 +110,7 @@ async def lead(
     """
     settings = _settings(root, role, lease, renew_every, poll_every, timeout, owner, backoff)
     holder = await _acquire(store, settings)
+    holder.log_taken_over()
     body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tasks:
@@ -123,6 +125,7 @@ async def lead(
             tasks.cancel_scope.cancel()
     finally:
         await holder.release()
+        holder.log_ended(body_error)
     ended = holder.ended
     if ended is not None and (body_error is None or body.cancel_called):
         # The body was stopped for this reason (whatever it raised while being cancelled is
@@ -221,6 +224,32 @@ class _Holder:
         self.manifests = ManifestStore(handle.store, handle.root)
         self.ended: Exception | None = None  # why the body was stopped
         self.last_error: BaseException | None = None
+        self.taken_over_because = ""  # how the role came free (for the log)
+        self.released = False
+
+    def log_taken_over(self) -> None:
+        handle = self.handle
+        lead_taken_over(
+            handle.role,
+            handle.epoch,
+            handle.root,
+            handle.manifest_id,
+            self.settings.owner,
+            self.taken_over_because,
+        )
+
+    def log_ended(self, body_error: BaseException | None) -> None:
+        handle = self.handle
+        lead_ended(
+            handle.role,
+            handle.epoch,
+            handle.root,
+            handle.manifest_id,
+            self.settings.owner,
+            ended=self.ended,
+            released=self.released,
+            body_error=body_error,
+        )
 
     @property
     def _landed(self) -> tuple[Lease, str]:
@@ -314,13 +343,18 @@ class _Holder:
         """Whether the manifest after the newest this handle knows exists (one HEAD)."""
         key = self.manifests.key(self.handle.manifest_id + 1)
         waits = self.settings.backoff.waits()
+        store = store_for(self.handle.store)
+        transient = 0
         while True:  # bounded by the round's deadline (the cut-off)
             try:
-                await self.handle.store.head(key)
+                await store.head(key)
             except NotFoundError:
                 return False
             except TransientStoreError as exc:
                 self.last_error = exc
+                transient += 1
+                facts = fields(self.handle.role, self.handle.epoch, self.handle.root)
+                retrying("lease renewal's look for a newer manifest", transient, exc, facts)
                 await anyio.sleep(next(waits))
                 continue
             return True
@@ -356,6 +390,7 @@ class _Holder:
                 )
                 try:
                     if await self.slot.swap(released, etag) is not None:
+                        self.released = True
                         return
                 except SlateEpochError:
                     return  # e.g. a corrupt lease object: the next lead reports it
@@ -425,6 +460,8 @@ class _Standby:
         if at > now:
             return min(now + poll, at)
         holder = await self._take_over(view)
+        if holder is not None:
+            holder.taken_over_because = _why_free(view)
         # Lost the race for the lease (or the claim): the winner's lease is there now, and we
         # wait on it like on any other.
         return holder if holder is not None else anyio.current_time() + poll
@@ -438,7 +475,7 @@ class _Standby:
                 stored = await self.slot.read()
                 lease, etag = (None, None) if stored is None else stored
                 if verify or self._claim_may_have_changed(lease, etag):
-                    latest = await self.manifests.read_latest(
+                    latest = await self.manifests.observed().read_latest(
                         known=self.known_id, verify_boundary=verify
                     )
                     if latest is not None:
@@ -545,17 +582,35 @@ class _Standby:
         return _Holder(handle, self.slot, sent, settings)
 
 
+def _why_free(view: _View) -> str:
+    """How the role came free for a standby that saw ``view`` (for the log)."""
+    claim, lease = view.claim, view.lease
+    if claim is None:
+        return "never claimed" if lease is None or not lease.claiming else "a claim stalled"
+    if lease is not None and lease.speaks_for(claim.epoch, claim.claim_id):
+        return "released by its holder" if lease.released else "its holder stopped renewing"
+    if lease is not None and (lease.claiming or lease.epoch > claim.epoch):
+        return "a standby's claim stalled"
+    return "no lease speaks for its holder (claimed without lead)"
+
+
 async def _acquire(store: ObjectStore, settings: _Settings) -> _Holder:
+    """Wait as a standby until the role is free, and claim it: in the span ``slate_epoch.lead``
+    (the acquisition only: a span that lasted as long as the leadership would be exported only
+    when it ends, and would parent every span of the body)."""
     standby = _Standby(store, settings)
-    with anyio.move_on_after(settings.timeout):
-        while True:  # ends when it leads, or at the timeout (None: waits as long as it takes)
-            outcome = await standby.attempt()
-            if isinstance(outcome, _Holder):
-                return outcome
-            await anyio.sleep_until(outcome)
-    raise ClaimTimeoutError(
-        f"lead of role {settings.role!r} timed out after {settings.timeout} s: the holder "
-        "neither released the role nor stopped renewing",
-        attempts=standby.attempts,
-        last_error=standby.last_error,
-    )
+    with span("lead", settings.role, settings.root) as scope:
+        with anyio.move_on_after(settings.timeout):
+            while True:  # ends when it leads, or at the timeout (None: waits as long as it takes)
+                outcome = await standby.attempt()
+                if isinstance(outcome, _Holder):
+                    scope.set("epoch", outcome.handle.epoch)
+                    scope.set("manifest_id", outcome.handle.manifest_id)
+                    return outcome
+                await anyio.sleep_until(outcome)
+        raise ClaimTimeoutError(
+            f"lead of role {settings.role!r} timed out after {settings.timeout} s: the holder "
+            "neither released the role nor stopped renewing",
+            attempts=standby.attempts,
+            last_error=standby.last_error,
+        )

@@ -39,6 +39,7 @@ from ._errors import (
 )
 from ._framing import frame, unframe
 from ._layout import lease_key
+from ._observe import retrying, store_for
 from ._retry import Backoff
 from ._store import ObjectStore, PutMode, UpdateVersion
 
@@ -114,7 +115,7 @@ async def read_lease(store: ObjectStore, root: str = "", *, role: str = "writer"
     damaged object. For operators: ``slate-epoch inspect`` shows it."""
     key = lease_key(root, role)
     try:
-        result = await store.get(key)
+        result = await store_for(store).get(key)
     except NotFoundError:
         return None
     return decode_lease(result.body, key, role)
@@ -144,7 +145,7 @@ class LeaseSlot:
     async def read(self) -> tuple[Lease, str] | None:
         """The stored lease and its etag (None: absent). One GET; errors propagate."""
         try:
-            result = await self.store.get(self.key)
+            result = await store_for(self.store).get(self.key)
         except NotFoundError:
             self.seen = None
             return None
@@ -164,12 +165,16 @@ class LeaseSlot:
         data = encode_lease(new)
         waits = self.backoff.waits()
         mode: PutMode = "create" if expected is None else UpdateVersion(expected)
+        store = store_for(self.store)
+        transient = 0
         while True:  # each pass sleeps a backoff: bounded by the caller's deadline
             self.unknown.add(new.write_id)
             try:
-                result = await self.store.put(self.key, data, mode=mode)
+                result = await store.put(self.key, data, mode=mode)
             except TransientStoreError as exc:
                 self.last_error = exc
+                transient += 1
+                retrying(f"write of the lease {self.key!r}", transient, exc, {"role": self.role})
                 await anyio.sleep(next(waits))
                 continue
             except (AlreadyExistsError, PreconditionError) as exc:

@@ -13,6 +13,7 @@ believe it won, and nothing at or below it is ever read as a version.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import time
@@ -35,6 +36,7 @@ from ._errors import (
 )
 from ._framing import frame, unframe
 from ._layout import check_root, manifest_boundary_key, manifest_versions
+from ._observe import store_for
 from ._retry import gather
 from ._sequence import ObjectSequence
 from ._store import ObjectStore
@@ -282,6 +284,20 @@ class ManifestStore:
     @property
     def cache(self) -> ManifestCache:
         return self._cache
+
+    def observed(self) -> ManifestStore:
+        """These manifests as one operation reaches them: this object while nobody listens to
+        store requests, else a view through a watching store (``_observe.store_for``) with the
+        same cache. Asked once per operation."""
+        store = store_for(self.store)
+        if store is self.store:
+            return self
+        view = copy.copy(self)
+        view.store = store
+        view._versions = ObjectSequence(
+            store, self._names, seen=partial(self._cache.saw, self.root)
+        )
+        return view
 
     def key(self, manifest_id: int) -> str:
         if manifest_id < 1:

@@ -7,7 +7,7 @@ call ``asyncio.sleep``, which would not run on trio, so we drive the generators 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Final, TypeVar
 
 import anyio
@@ -15,6 +15,7 @@ import backoff
 import msgspec
 
 from ._errors import OperationTimeoutError, TransientStoreError
+from ._observe import retrying
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -55,17 +56,33 @@ class Backoff(msgspec.Struct, frozen=True):
 
 class Retrier:
     """Counts the tries of one operation, remembers the last error, and sleeps between tries.
-    The caller bounds it all with a deadline."""
+    The caller bounds it all with a deadline.
 
-    def __init__(self, backoff: Backoff) -> None:
+    ``what`` names the operation and ``facts`` are its log fields, for the WARNING that every
+    transient error after the first one logs (the first is the common lost response). Both are
+    kept as given and only formatted for that record: a warm claim can't spare the time."""
+
+    def __init__(
+        self, backoff: Backoff, what: str = "operation", facts: Mapping[str, object] | None = None
+    ) -> None:
         self.attempts = 0
+        self.transient = 0  # transient errors met (outcome unknown), each followed by a retry
         self.last_error: BaseException | None = None
-        self._waits = backoff.waits()
+        self.what = what
+        self.facts = facts
+        self._backoff = backoff
+        self._waits: Iterator[float] | None = None  # made at the first pause: most never pause
 
     def failed(self, error: BaseException) -> None:
         self.last_error = error
+        if isinstance(error, TransientStoreError):
+            self.transient += 1
+            if self.transient > 1:
+                retrying(self.what, self.transient, error, self.facts or {})
 
     async def pause(self) -> None:
+        if self._waits is None:
+            self._waits = self._backoff.waits()
         await anyio.sleep(next(self._waits))
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
@@ -91,10 +108,12 @@ async def with_deadline(
     operation: Callable[[Retrier], Awaitable[T]],
     *,
     error: type[OperationTimeoutError] = OperationTimeoutError,
+    facts: Mapping[str, object] | None = None,
 ) -> T:
     """``await operation(retrier)`` within ``timeout`` seconds; past it, ``error`` saying that
-    ``what`` timed out, with the tries counted and the last error seen."""
-    retrier = Retrier(backoff)
+    ``what`` timed out, with the tries counted and the last error seen. ``facts`` are the
+    operation's log fields."""
+    retrier = Retrier(backoff, what, facts)
     with anyio.move_on_after(timeout):
         return await operation(retrier)
     raise error(

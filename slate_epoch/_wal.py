@@ -37,15 +37,18 @@ import msgspec
 from ._boundary import advance_boundary, read_boundary
 from ._errors import (
     AlreadyExistsError,
+    FencedError,
     InvariantViolationError,
     NotFoundError,
     StoreError,
     WalCorruptError,
     WalTrimmedError,
+    WriteOutcomeUnknownError,
 )
 from ._framing import HEADER_SIZE, frame, unframe
 from ._layout import log_boundary_key, log_entries
 from ._manifest import Manifest
+from ._observe import WAL_LOG, fields, own_write_found, quiet, span, store_for, violated
 from ._retry import Retrier, gather
 from ._sequence import ObjectSequence
 from ._store import Body, ObjectStore, as_body
@@ -118,6 +121,7 @@ async def read_wal(
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise ValueError(f"after must be an int >= 0, got {after!r}")
     log = wal_sequence(store, root)
+    store = store_for(store)
     boundary_key = log_boundary_key(root)
     entry_id = after + 1
     newest_epoch = 0
@@ -223,45 +227,79 @@ class WalWriter:
         at once if the handle already knows it is fenced.
         """
         body = encode_entry(self.epoch, as_body(data))
-        self._holder.check()
+        holder = self._holder
+        holder.check()
 
         async def append(retrier: Retrier) -> int:
             # in order: never acknowledge an append past an unresolved one
             async with self._lock:
-                self._holder.check()
+                holder.check()
                 return await self._append(body, retrier)
 
-        return await self._holder.run("append to the log", timeout, append)
+        if quiet(WAL_LOG):  # nobody listens: not even a no-op span
+            return await holder.run("append to the log", timeout, append)
+        with span("append", "writer", holder.root, holder.epoch) as scope:
+            entry_id = await holder.run("append to the log", timeout, append)
+            scope.set("log_id", entry_id)
+            return entry_id
 
     async def _append(self, body: bytes, retrier: Retrier) -> int:
-        store = self._log.store
+        store = store_for(self._log.store)
+        unknown_at = 0  # an id where a send of this append had an unknown outcome (0: none)
         while True:
             entry_id = self._next
             key = self._log.key(entry_id)
+            transient = retrier.transient
+            found_ours = False
             try:
                 await retrier.call(partial(store.put, key, body, mode="create"))
             except AlreadyExistsError:
+                if retrier.transient > transient:
+                    unknown_at = entry_id
                 try:
                     existing = (await retrier.call(partial(store.get, key))).body
                 except NotFoundError:  # trimmed since: only a newer writer trims up here
-                    await self._holder.refresh()  # FencedError
+                    await self._fenced_by_a_trim(entry_id, unknown=unknown_at == entry_id)
                     continue
                 if existing != body:  # our own bytes: a lost response, acknowledged once
                     await self._someone_else_at(entry_id, key, existing)
                     continue
+                found_ours = True
+            else:
+                if retrier.transient > transient:
+                    unknown_at = entry_id
             boundary = await retrier.call(partial(read_boundary, store, self._boundary_key))
             if entry_id <= boundary:
                 # A trimmed id, written again: only a newer writer trims past our next id. What
                 # we recreated is garbage nobody reads: take it away (else the next trim does).
                 with suppress(StoreError):
                     await store.delete(key)
-                await self._holder.refresh()  # FencedError
-                raise InvariantViolationError(
-                    f"{key} lies at or below the log's trim boundary, but the manifest still "
-                    f"names epoch {self.epoch} as the writer"
+                await self._fenced_by_a_trim(entry_id, unknown=unknown_at == entry_id)
+                raise violated(
+                    InvariantViolationError(
+                        f"{key} lies at or below the log's trim boundary, but the manifest "
+                        f"still names epoch {self.epoch} as the writer"
+                    ),
+                    **fields("writer", self.epoch, self._holder.root, log_id=entry_id),
                 )
+            if found_ours:
+                own_write_found("writer", self._holder.root, self.epoch, "append", entry_id)
             self._next = entry_id + 1
             return entry_id
+
+    async def _fenced_by_a_trim(self, entry_id: int, *, unknown: bool) -> None:
+        """Our id was trimmed: only a newer writer trims up here, so the refresh raises
+        ``FencedError``. If a send of this append had an unknown outcome, it may have landed
+        before the newer writer fenced the log, been replayed by it and trimmed: then nothing
+        left can tell, and the error is ``WriteOutcomeUnknownError``."""
+        try:
+            await self._holder.refresh()
+        except FencedError as exc:
+            if unknown and not isinstance(exc, WriteOutcomeUnknownError):
+                raise WriteOutcomeUnknownError(
+                    exc.role, exc.epoch, exc.newer_epoch, write=f"append at log id {entry_id}"
+                ) from exc
+            raise
 
     async def _someone_else_at(self, entry_id: int, key: str, existing: bytes) -> None:
         """The id holds another's object: a newer writer's fence or entry fences us; a stale
@@ -269,9 +307,12 @@ class WalWriter:
         await self._holder.refresh()  # FencedError if a newer epoch holds the role
         entry = decode_entry(existing, key, entry_id)
         if entry is not None and entry.epoch > self.epoch:
-            raise InvariantViolationError(
-                f"{key} holds an entry of epoch {entry.epoch}, but the manifest still names "
-                f"epoch {self.epoch} as the writer"
+            raise violated(
+                InvariantViolationError(
+                    f"{key} holds an entry of epoch {entry.epoch}, but the manifest still names "
+                    f"epoch {self.epoch} as the writer"
+                ),
+                **fields("writer", self.epoch, self._holder.root, log_id=entry_id),
             )
         self._next = entry_id + 1
 
@@ -284,16 +325,19 @@ class WalWriter:
             if replay_after == 0:
                 return 0
             # The boundary first: from here on no append at or below it counts.
-            log = self._log
-            await retrier.call(
-                partial(advance_boundary, log.store, self._boundary_key, replay_after)
-            )
+            store = store_for(self._log.store)
+            log = ObjectSequence(store, self._log.names)
+            await retrier.call(partial(advance_boundary, store, self._boundary_key, replay_after))
             doomed = await retrier.call(partial(log.ids_up_to, replay_after))
             for entry_id in doomed:
-                await retrier.call(partial(log.store.delete, log.key(entry_id)))
+                await retrier.call(partial(store.delete, log.key(entry_id)))
             return len(doomed)
 
-        return await self._holder.run("trim of the log", timeout, trim)
+        holder = self._holder
+        with span("trim", "writer", holder.root, holder.epoch) as scope:
+            deleted = await holder.run("trim of the log", timeout, trim)
+            scope.set("deleted", deleted)
+            return deleted
 
 
 @dataclass(frozen=True)
@@ -318,6 +362,7 @@ async def attempt_fence(
 ) -> FenceAttempt:
     """Try the fence at ``start + 1`` while reading the trim boundary and listing the ids above
     ``start`` (see ``fence_log``). Run only once the writer's claim has landed."""
+    store = store_for(store)
     log = wal_sequence(store, root)
     found: dict[str, object] = {}
 
@@ -358,7 +403,7 @@ async def fence_log(
     the ids above are listed (if the id was taken, the listing says which is free). Last, the
     holder checks that no newer claim landed before the fence stood.
     """
-    log = wal_sequence(holder.store, holder.root)
+    log = wal_sequence(store_for(holder.store), holder.root)
     if attempt is None:
         start = max(holder.replay_after, holder.log_fence)
         attempt = await attempt_fence(holder.store, holder.root, start, retrier)
@@ -429,7 +474,7 @@ async def replay_point_mover(
     there (see ``EpochHandle.mark_replayed``)."""
     if isinstance(entry_id, bool) or not isinstance(entry_id, int) or entry_id < 0:
         raise ValueError(f"a log id is an int >= 0, got {entry_id!r}")
-    log = wal_sequence(holder.store, holder.root)
+    log = wal_sequence(store_for(holder.store), holder.root)
     # A free id above the replay point is past the end of the log (it is contiguous there)
     # - unless a newer writer trimmed it, which the refresh reports as FencedError.
     if (

@@ -24,6 +24,7 @@ from slate_epoch import (
     RoleClaim,
     SlateEpochError,
     TransientStoreError,
+    WriteOutcomeUnknownError,
     claim_epoch,
     collect_garbage,
 )
@@ -557,3 +558,58 @@ async def test_the_ambiguous_corner_is_told_apart_when_a_later_version_still_can
     assert latest[1].state == b"U"
     with pytest.raises(FencedError):
         await writer.update(append(b"again"))
+
+
+# -- the honest outcome: WriteOutcomeUnknownError ----------------------------------------------
+
+
+async def test_an_update_whose_version_retention_took_is_reported_unknown(
+    store: ObjectStore,
+) -> None:
+    """The corner: an update lands at 2 and its response is lost; a newer claim of the role
+    lands at 3 (on top of it) and retention deletes 1 and 2 before the update looks. Nothing
+    left can tell whether it landed: WriteOutcomeUnknownError (a FencedError), never a plain
+    FencedError - which promises that nothing of the call landed, and here it did."""
+    view = Interposer(store)
+    writer = await claim_epoch(view)  # 1
+
+    async def meanwhile() -> None:
+        await claim_epoch(Interposer(store))  # 3: a newer writer, on top of the update
+        await collect_garbage(Interposer(store), keep=1)  # deletes 1 and 2
+
+    view.on_create("manifest/", after=meanwhile, lose_response=True)
+    with pytest.raises(WriteOutcomeUnknownError) as caught:
+        await writer.update(append(b"U"))  # lands at 2; its resend recreates 2 (discarded)
+    assert isinstance(caught.value, FencedError)
+    assert (caught.value.role, caught.value.epoch, caught.value.newer_epoch) == ("writer", 1, 2)
+    assert caught.value.write == "update"
+    assert "unknown" in str(caught.value)
+    latest = await ManifestStore(Interposer(store)).read_latest()
+    assert latest is not None
+    assert (latest[0], latest[1].state) == (3, b"U")  # it had landed: a plain fence would lie
+    with pytest.raises(FencedError) as later:  # later calls wrote nothing: plain
+        await writer.update(append(b"again"))
+    assert type(later.value) is FencedError
+
+
+async def test_a_fenced_update_whose_one_send_was_answered_is_plainly_fenced(
+    store: ObjectStore,
+) -> None:
+    """The same retention and newer claim, but the update's only send was answered (it met the
+    newer claim's version, and then recreated a deleted id): nothing of it landed, and a plain
+    FencedError says so."""
+    view = Interposer(store)
+    writer = await claim_epoch(view)  # 1
+
+    async def meanwhile() -> None:
+        await claim_epoch(Interposer(store))  # 2: a newer writer takes the id first
+        await claim_epoch(Interposer(store), role="compactor")  # 3
+        await collect_garbage(Interposer(store), keep=1)  # deletes 1 and 2
+
+    view.on_create("manifest/", before=meanwhile)
+    with pytest.raises(FencedError) as caught:
+        await writer.update(append(b"U"))  # recreates 2 below the boundary: garbage
+    assert type(caught.value) is FencedError
+    latest = await ManifestStore(Interposer(store)).read_latest()
+    assert latest is not None
+    assert (latest[0], latest[1].state) == (3, b"")

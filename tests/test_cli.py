@@ -37,6 +37,8 @@ from slate_epoch import (
     OperationTimeoutError,
     StoreUnreachableError,
     UnsupportedFormatError,
+    UnsupportedStoreError,
+    WriteOutcomeUnknownError,
     claim_epoch,
 )
 from slate_epoch import cli as cli_module
@@ -300,6 +302,9 @@ def test_claim_timeout_exits_3(cli: Any, tmp_path: Path) -> None:
     ("error", "code"),
     [
         (FencedError("writer", 1, 2), 4),
+        (WriteOutcomeUnknownError("writer", 1, 2, write="update"), 4),
+        (UnsupportedStoreError("check 'x' failed", check="x"), 7),
+        (UnsupportedStoreError("501: conditional writes not implemented"), 7),
         (ClaimTimeoutError("claim timed out", attempts=1, last_error=None), 3),
         (OperationTimeoutError("update timed out", attempts=1, last_error=None), 3),
         (ManifestCorruptError("manifest/x", "checksum mismatch"), 5),
@@ -346,7 +351,7 @@ def test_python_dash_m_runs_the_cli_and_help_lists_the_exit_codes() -> None:
     )
     assert ok(result).stdout.startswith("usage: slate-epoch")
     epilog = result.stdout[result.stdout.index("exit codes:") :]
-    for code in range(7):
+    for code in range(8):
         assert f"\n  {code} " in epilog
 
 

@@ -40,6 +40,7 @@ EXERCISED = (
     "claim:crashed",
     "update:ok",
     "update:FencedError",
+    "update:WriteOutcomeUnknownError",
     "update:OperationTimeoutError",
     "update:crashed",
     "refresh:ok",
@@ -155,9 +156,9 @@ def _first_failure(breakage: Breakage) -> SimulationReport | None:
     for seed in range(FOUND_WITHIN):
         with pytest.MonkeyPatch.context() as monkeypatch:
             breakage.install(monkeypatch)
-            report = simulate(seed)
+            report = simulate(seed, breakage.config)
         caught = {v.kind for v in report.violations if breakage.catches(v)}
-        if caught and caught - {v.kind for v in simulate(seed).violations}:
+        if caught and caught - {v.kind for v in simulate(seed, breakage.config).violations}:
             return report
     return None
 

@@ -20,6 +20,7 @@ from slate_epoch import (
     WalEntry,
     WalTrimmedError,
     WalWriter,
+    WriteOutcomeUnknownError,
     claim_epoch,
     read_wal,
 )
@@ -520,3 +521,87 @@ async def test_a_writer_records_where_it_fenced_with_its_first_manifest_write(
     assert again.log_fence == 1
     nxt = await claim_epoch(Interposer(store), fence_wal=True)
     assert (await nxt.fence_wal()).fence_id == 5  # above the first writer's three entries
+
+
+# -- the honest outcome: WriteOutcomeUnknownError ----------------------------------------------
+
+
+async def take_over_replay_and_trim(store: ObjectStore) -> None:
+    """A newer writer claims, fences the log, replays all of it and trims it."""
+    newer = await claim_epoch(Interposer(store))
+    log = await newer.fence_wal()
+    await newer.mark_replayed(log.fence_id - 1)
+    await log.trim()
+
+
+async def test_an_append_whose_resend_recreates_a_trimmed_id_is_reported_unknown(
+    store: ObjectStore,
+) -> None:
+    """The log's twin of the corner: an append lands at 2 and its response is lost; a newer
+    writer fences the log at 3, replays 2 (the append is in its state now) and trims 1-2; the
+    resend recreates 2 below the trim boundary. The append may have landed, and nothing left can
+    tell: WriteOutcomeUnknownError, not a plain FencedError."""
+    view = Interposer(store)
+    writer = await claim_epoch(view)
+    log = await writer.fence_wal()  # 1
+
+    async def meanwhile() -> None:
+        await take_over_replay_and_trim(store)
+
+    view.on_create("wal/", after=meanwhile, lose_response=True)
+    with pytest.raises(WriteOutcomeUnknownError) as caught:
+        await log.append(b"A")
+    assert isinstance(caught.value, FencedError)
+    assert caught.value.write == "append at log id 2"
+    assert await wal_ids(store) == [3]  # the recreation was taken away; the newer fence stands
+    with pytest.raises(FencedError) as later:
+        await log.append(b"B")
+    assert type(later.value) is FencedError
+
+
+class TrimBeforeReading(ForwardingStore):
+    """Runs ``hook`` once, right before the first read of a log object: between a resend that
+    found its id taken and the read of what took it."""
+
+    def __init__(self, inner: ObjectStore, hook: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(inner)
+        self.hook: Callable[[], Awaitable[object]] | None = hook
+
+    async def forward(self, request: Request, perform: Callable[[], Awaitable[T]]) -> T:
+        if request.op == "get" and request.key.startswith("wal/") and self.hook is not None:
+            hook, self.hook = self.hook, None
+            await hook()
+        return await perform()
+
+    async def aclose(self) -> None:
+        """The inner store is the test's."""
+
+
+async def test_an_append_whose_taken_id_was_trimmed_before_it_looked_is_reported_unknown(
+    store: ObjectStore,
+) -> None:
+    """The other way the log's corner shows: the resend finds the id taken (its own first send)
+    and, before it can read what is there, a newer writer replays and trims it."""
+    losing = Interposer(store)
+    looking = TrimBeforeReading(losing, lambda: take_over_replay_and_trim(store))
+    writer = await claim_epoch(looking)
+    log = await writer.fence_wal()  # 1
+    losing.on_create("wal/", lose_response=True)
+    with pytest.raises(WriteOutcomeUnknownError) as caught:
+        await log.append(b"A")  # lands at 2; the resend finds 2 taken; 2 is trimmed; gone
+    assert caught.value.write == "append at log id 2"
+
+
+async def test_a_fenced_append_without_an_unknown_send_is_plainly_fenced(
+    store: ObjectStore,
+) -> None:
+    """A newer writer took over and trimmed before the append's one send: the send recreates a
+    trimmed id and is told so at once - nothing of it landed, and a plain FencedError says so."""
+    _, w1 = await open_writer(store)
+    await w1.append(b"w1")  # 2
+    h2, w2 = await open_writer(store)  # fence at 3
+    await h2.mark_replayed(await w2.append(b"w2"))  # 4
+    await w2.trim()
+    with pytest.raises(FencedError) as caught:
+        await w1.append(b"zombie")  # recreates 3 below the boundary
+    assert type(caught.value) is FencedError

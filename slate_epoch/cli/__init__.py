@@ -1,8 +1,10 @@
-"""The ``slate-epoch`` command line: who holds each role, what happened, claim, retention.
+"""The ``slate-epoch`` command line: who holds each role, what happened, claim, retention, and
+whether a store can be trusted at all.
 
-``slate-epoch [--debug] COMMAND ...``, where COMMAND is ``inspect``, ``history``, ``claim`` or
-``gc``; ``slate-epoch COMMAND --help`` for each. ``main(argv)`` returns the exit code (see
-``EXIT_CODES``); errors are one line on stderr, with the traceback only under ``--debug``.
+``slate-epoch [--debug] COMMAND ...``, where COMMAND is ``inspect``, ``history``, ``claim``,
+``gc`` or ``check``; ``slate-epoch COMMAND --help`` for each. ``main(argv)`` returns the exit
+code (see ``EXIT_CODES``); errors are one line on stderr, with the traceback only under
+``--debug``.
 
 Each command (``_commands``) opens the store with ``async with open_store(url)``, does its work
 under ``--timeout`` (retrying transient errors until then) on asyncio, and returns a result;
@@ -18,6 +20,7 @@ from ._exit import (
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_UNEXPECTED,
+    EXIT_UNSUPPORTED_STORE,
     EXIT_USAGE,
     exit_code_for,
 )
@@ -32,6 +35,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TIMEOUT",
     "EXIT_UNEXPECTED",
+    "EXIT_UNSUPPORTED_STORE",
     "EXIT_USAGE",
     "build_parser",
     "exit_code_for",

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .._check import check_store
 from .._claim import claim_epoch
 from .._errors import NotFoundError
 from .._gc import collect_garbage
@@ -19,9 +20,9 @@ from .._open import open_store
 from .._retry import DEFAULT_BACKOFF, Retrier, with_deadline
 from .._store import ObjectStore
 from ._exit import NothingThereError, UsageError
-from ._results import ClaimResult, GcResult, HistoryResult, InspectResult
+from ._results import CheckResult, ClaimResult, GcResult, HistoryResult, InspectResult
 
-__all__ = ["claim", "gc", "history", "inspect"]
+__all__ = ["check", "claim", "gc", "history", "inspect"]
 
 
 @asynccontextmanager
@@ -132,3 +133,10 @@ async def gc(args: argparse.Namespace) -> GcResult:
     if report.latest_id == 0:
         raise NothingThereError(f"nothing there: no manifest under {where(root)}")
     return GcResult(root, args.keep, report)
+
+
+async def check(args: argparse.Namespace) -> CheckResult:
+    """Every check of ``check_store``; the first that fails is ``UnsupportedStoreError``
+    (exit 7). A local folder that does not exist yet is made, as a claim would."""
+    async with opened(args.url, must_exist=False) as store:
+        return CheckResult(await check_store(store, timeout=args.timeout))

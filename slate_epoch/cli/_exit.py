@@ -11,6 +11,7 @@ from .._errors import (
     OperationTimeoutError,
     SlateEpochError,
     UnsupportedFormatError,
+    UnsupportedStoreError,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TIMEOUT",
     "EXIT_UNEXPECTED",
+    "EXIT_UNSUPPORTED_STORE",
     "EXIT_USAGE",
     "CliError",
     "NothingThereError",
@@ -37,6 +39,7 @@ EXIT_TIMEOUT: Final = 3
 EXIT_FENCED: Final = 4
 EXIT_CORRUPT: Final = 5
 EXIT_NOTHING_THERE: Final = 6
+EXIT_UNSUPPORTED_STORE: Final = 7
 EXIT_INTERRUPTED: Final = 130
 
 EXIT_CODES: Final = {
@@ -46,9 +49,11 @@ EXIT_CODES: Final = {
     EXIT_USAGE: "usage: unknown command or option, invalid URL, root or value",
     EXIT_TIMEOUT: "timeout: the operation's deadline passed (OperationTimeoutError, "
     "ClaimTimeoutError)",
-    EXIT_FENCED: "fenced: a newer epoch holds the role (FencedError)",
+    EXIT_FENCED: "fenced: a newer epoch holds the role (FencedError, WriteOutcomeUnknownError)",
     EXIT_CORRUPT: "corrupt or unsupported manifest (ManifestCorruptError, UnsupportedFormatError)",
     EXIT_NOTHING_THERE: "nothing there: no manifest under the root (or no such folder)",
+    EXIT_UNSUPPORTED_STORE: "unsupported store: it does not enforce the conditional writes "
+    "slate-epoch needs (UnsupportedStoreError; `check` names the first check that failed)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -77,8 +82,10 @@ def exit_code_for(exc: BaseException) -> int:
     """The exit code that reports ``exc``."""
     if isinstance(exc, CliError):
         return exc.exit_code
-    if isinstance(exc, FencedError):
+    if isinstance(exc, FencedError):  # WriteOutcomeUnknownError included
         return EXIT_FENCED
+    if isinstance(exc, UnsupportedStoreError):
+        return EXIT_UNSUPPORTED_STORE
     if isinstance(exc, OperationTimeoutError):  # ClaimTimeoutError included
         return EXIT_TIMEOUT
     if isinstance(exc, ManifestCorruptError | UnsupportedFormatError):

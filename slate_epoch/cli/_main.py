@@ -13,6 +13,7 @@ from typing import Any, Final, cast
 import anyio
 
 from .._retry import DEFAULT_TIMEOUT
+from ._commands import check as run_check
 from ._commands import claim as run_claim
 from ._commands import gc as run_gc
 from ._commands import history as run_history
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Single-writer epochs on object storage: inspect, claim, garbage-collect.",
+        description="Single-writer epochs on object storage: inspect, claim, garbage-collect, "
+        "check a store.",
         epilog=_epilog(),
         formatter_class=formatter,
     )
@@ -87,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, summary: str, description: str, *, rooted: bool = True
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=summary,
@@ -98,9 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "url", metavar="URL", help="the store: file:///..., s3://..., gs://..., memory://"
         )
-        sub.add_argument(
-            "--root", default="", help="the root under which the manifests live (default: none)"
-        )
+        if rooted:
+            sub.add_argument(
+                "--root",
+                default="",
+                help="the root under which the manifests live (default: none)",
+            )
         return sub
 
     def timeout_flag(sub: argparse.ArgumentParser, default: float = DEFAULT_TIMEOUT) -> None:
@@ -174,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     timeout_flag(gc)
     json_flag(gc)
     gc.set_defaults(run=run_gc)
+
+    check = command(
+        "check",
+        "prove that the store enforces what slate-epoch needs (run it before production)",
+        "Prove on the live store, with a few small probe objects under slate-epoch-check/ "
+        "(removed again), that it enforces what slate-epoch relies on: a second create of one "
+        "key is refused; of several creates of one key sent at once exactly one succeeds; an "
+        "update with a stale etag is refused; one with the current etag succeeds; a listing "
+        "honours start_after. Prints each check; exits 7 naming the first that failed. "
+        "Touches nothing outside slate-epoch-check/.",
+        rooted=False,
+    )
+    timeout_flag(check)
+    json_flag(check)
+    check.set_defaults(run=run_check)
     return parser
 
 

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from functools import singledispatch
 from typing import Any
 
+from .._check import STORE_CHECKS
 from .._lease import Lease
 from .._manifest import RoleClaim
-from ._results import ClaimResult, GcResult, HistoryResult, InspectResult
+from ._results import CheckResult, ClaimResult, GcResult, HistoryResult, InspectResult
 
 __all__ = ["render"]
 
@@ -261,3 +262,37 @@ def _(result: GcResult) -> list[str]:
         f"gc boundary {report.boundary} (ids at or below it may be gone); "
         f"latest id {report.latest_id}, keeping the newest {result.keep}",
     ]
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+@document.register
+def _(result: CheckResult) -> dict[str, Any]:
+    report = result.report
+    return {
+        "ok": True,
+        "checks": [
+            {"name": name, "proves": STORE_CHECKS[name], "passed": True} for name in report.passed
+        ],
+        "probe_prefix": report.prefix,
+        "leftovers": list(report.leftovers),
+        "seconds": round(report.seconds, 3),
+    }
+
+
+@text.register
+def _(result: CheckResult) -> list[str]:
+    report = result.report
+    width = max(len(name) for name in report.passed)
+    lines = [f"ok  {name:<{width}}  {STORE_CHECKS[name]}" for name in report.passed]
+    lines.append(
+        f"the store enforces what slate-epoch needs ({len(report.passed)} checks in "
+        f"{report.seconds:.2f} s)"
+    )
+    if report.leftovers:
+        lines.append(
+            f"note: {len(report.leftovers)} probe object(s) under {report.prefix} could not be "
+            "removed in time: delete them by hand"
+        )
+    return lines

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._check import StoreCheckReport
 from .._gc import GarbageReport
 from .._lease import Lease
 from .._manifest import Manifest, RoleClaim
 
-__all__ = ["ClaimResult", "GcResult", "HistoryResult", "InspectResult"]
+__all__ = ["CheckResult", "ClaimResult", "GcResult", "HistoryResult", "InspectResult"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,8 @@ class GcResult:
     root: str
     keep: int
     report: GarbageReport
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    report: StoreCheckReport  # every check passed (a failed one raises UnsupportedStoreError)

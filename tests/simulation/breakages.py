@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
@@ -17,10 +17,12 @@ from slate_epoch import _claim, _layout, _manifest, _wal
 from slate_epoch._boundary import read_boundary
 from slate_epoch._claim import EpochHandle
 from slate_epoch._errors import (
+    FencedError,
     ManifestVersionExistsError,
     NotFoundError,
     TransientStoreError,
     WalTrimmedError,
+    WriteOutcomeUnknownError,
 )
 from slate_epoch._framing import frame
 from slate_epoch._manifest import Manifest, ManifestStore, encode
@@ -28,12 +30,13 @@ from slate_epoch._retry import Retrier
 from slate_epoch._sequence import ObjectSequence
 from slate_epoch._store import ObjectStore
 from slate_epoch._wal import WalEntry, WalWriter
-from slate_epoch.testing import Violation
+from slate_epoch.testing import SimulationConfig, Violation
 from slate_epoch.testing._simulation import watchers
 from slate_epoch.testing._simulation import world as world_module
 
 Newest = tuple[int, Manifest] | None
 Beside = Callable[[], Awaitable[None]] | None  # runs beside a landed create's boundary check
+Landed = bool | None  # None: nothing left on the store can tell
 
 
 class Create(Protocol):
@@ -47,7 +50,7 @@ class Create(Protocol):
         *,
         base: Manifest | None = None,
         beside: Beside = None,
-    ) -> Awaitable[tuple[bool, Newest]]: ...
+    ) -> Awaitable[tuple[Landed, Newest]]: ...
 
 
 _create: Create = _claim._create
@@ -63,7 +66,7 @@ async def create_trusting_any_conflict(
     *,
     base: Manifest | None = None,
     beside: Beside = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` that skips the claim-id check: whatever write took the id is taken to be
     ours."""
     landed, newest = await _create(
@@ -81,7 +84,7 @@ async def create_never_recognising_its_own(
     *,
     base: Manifest | None = None,
     beside: Beside = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` as SlateDB first had it: every conflict is a rival's, so a lost response
     costs an extra epoch (safe, but invariant 5 is broken)."""
     landed, newest = await _create(
@@ -99,7 +102,7 @@ async def create_without_rereading(
     *,
     base: Manifest | None = None,
     beside: Beside = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` that, when a conflict follows a resend, returns success without reading
     anything: "we sent it before, so it must be ours". Wrong when the first send was never
     performed (an error, not a lost response) and a rival took the id meanwhile."""
@@ -137,7 +140,7 @@ def claims_only(broken: Create) -> Create:
         *,
         base: Manifest | None = None,
         beside: Beside = None,
-    ) -> tuple[bool, Newest]:
+    ) -> tuple[Landed, Newest]:
         is_claim = any(claim.claim_id == manifest.write_id for claim in manifest.roles)
         chosen = broken if is_claim else _create
         return await chosen(
@@ -292,7 +295,7 @@ async def update_without_the_lock(
     self._raise_if_fenced()
 
     async def write(retrier: Retrier) -> Manifest:  # BUG: no `async with self._write_lock`
-        return await self._write(mutate, retrier)
+        return await self._write(mutate, retrier, self._manifests.observed())
 
     return await self._with_deadline("update", timeout, write)
 
@@ -306,7 +309,7 @@ async def create_trusting_the_lineage_alone(
     *,
     base: Manifest | None = None,
     beside: Beside = None,
-) -> tuple[bool, Newest]:
+) -> tuple[Landed, Newest]:
     """``_create`` before the fix: "the newest version does not carry my write id, and my claim
     is still there, so my write did not land" - wrong when another write of this handle landed
     on top of it."""
@@ -348,11 +351,13 @@ async def write_moving_the_replay_point(
     self: EpochHandle,
     mutate: Callable[[Manifest], Manifest],
     retrier: Retrier,
+    io: ManifestStore,
     *,
     keeps_the_log: bool = False,
+    write: str = "update",
 ) -> Manifest:
     """``EpochHandle._write`` that lets any mutate move the replay point (back, too)."""
-    return await _write(self, mutate, retrier, keeps_the_log=True)  # BUG
+    return await _write(self, mutate, retrier, io, keeps_the_log=True, write=write)  # BUG
 
 
 _write = EpochHandle._write
@@ -454,6 +459,38 @@ def numbered_id_any_digits(name: str, suffix: str) -> int | None:
     return None
 
 
+# -- the honest outcome -------------------------------------------------------------------------
+
+
+async def write_reporting_a_plain_fence(
+    self: EpochHandle,
+    mutate: Callable[[Manifest], Manifest],
+    retrier: Retrier,
+    io: ManifestStore,
+    *,
+    keeps_the_log: bool = False,
+    write: str = "update",
+) -> Manifest:
+    """``EpochHandle._write`` that says plain ``FencedError`` where the outcome is unknown."""
+    try:
+        return await _write(self, mutate, retrier, io, keeps_the_log=keeps_the_log, write=write)
+    except WriteOutcomeUnknownError as exc:
+        raise FencedError(exc.role, exc.epoch, exc.newer_epoch) from None  # BUG
+
+
+_fenced_by_a_trim = WalWriter._fenced_by_a_trim
+
+
+async def fenced_by_a_trim_plainly(self: WalWriter, entry_id: int, *, unknown: bool) -> None:
+    """``WalWriter._fenced_by_a_trim`` that forgets an earlier send's unknown outcome."""
+    await _fenced_by_a_trim(self, entry_id, unknown=False)  # BUG: `unknown=unknown`
+
+
+def unknown_outcomes_reported_as_plain_fences(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(EpochHandle, "_write", write_reporting_a_plain_fence)
+    monkeypatch.setattr(WalWriter, "_fenced_by_a_trim", fenced_by_a_trim_plainly)
+
+
 def fenced_handles_keep_writing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A handle that knows it is fenced is no longer stopped before it writes to the log."""
     monkeypatch.setattr(EpochHandle, "_raise_if_fenced", lambda self: None)
@@ -465,6 +502,9 @@ class Breakage:
     install: Callable[[pytest.MonkeyPatch], None]
     catches: Callable[[Violation], bool]  # the violations that show this breakage
     shown_by: str  # what catches it, in words
+    # The ranges the seeds draw from: the defaults, or (for a breakage that shows only in a
+    # rare corner) ranges that make the corner common; the replay command names them.
+    config: SimulationConfig = field(default_factory=SimulationConfig)
 
 
 def _patch_create(create: Create) -> Callable[[pytest.MonkeyPatch], None]:
@@ -478,6 +518,13 @@ def _check(number: int, text: str = "") -> Callable[[Violation], bool]:
 def _either(*tests: Callable[[Violation], bool]) -> Callable[[Violation], bool]:
     return lambda violation: any(test(violation) for test in tests)
 
+
+# The corner where a fenced write's outcome is unknown needs a lost response, a newer claim on
+# top and retention taking the version that could tell: likelier with every collection keeping
+# one version, more of them, more faults and more updates.
+HARD_RETENTION = SimulationConfig(
+    max_keep=1, collector_rate=1.0, max_collections=12, max_fault_rate=0.5, max_updates=8
+)
 
 _LOST_ACK = _check(3, "acknowledged")  # an acknowledged update that is not in the history
 
@@ -621,6 +668,13 @@ BREAKAGES = [
         fenced_handles_keep_writing,
         _check(7, "already knew it was fenced"),
         "check 7 (a fenced handle wrote)",
+    ),
+    Breakage(
+        "a fenced write whose outcome is unknown is reported as a plain FencedError",
+        unknown_outcomes_reported_as_plain_fences,
+        _either(_check(3, "raised FencedError but landed"), _check(6, "raised FencedError")),
+        "check 3 or 6 (a write that raised a plain FencedError landed)",
+        HARD_RETENTION,
     ),
     Breakage(
         "trim deletes without moving the log's boundary first",

@@ -11,9 +11,9 @@ from typing import Final
 from ..._boundary import decode_boundary
 from ..._errors import ManifestError
 from ..._manifest import Manifest, decode
-from .checker_log import Fail, check_log
+from .checker_log import Fail, check_log, check_unknown
 from .checker_use import check_use
-from .config import BOUNDARY_KEY, MANIFESTS
+from .config import BOUNDARY_KEY, MANIFESTS, UNKNOWN
 from .history import History, OpRecord, state_tokens
 
 __all__ = ["Violation", "check_history", "show_ids"]
@@ -39,11 +39,11 @@ class Violation:
 _WRITES: Final = {"ok", "FencedError", "OperationTimeoutError", "crashed"}
 _EXPECTED_OUTCOMES: Final = {
     "claim": {"ok", "ClaimTimeoutError", "crashed"},
-    "update": _WRITES,
+    "update": _WRITES | {UNKNOWN},
     "refresh": _WRITES,
-    "fence": _WRITES,
-    "append": _WRITES,
-    "mark": _WRITES,
+    "fence": _WRITES | {UNKNOWN},
+    "append": _WRITES | {UNKNOWN},
+    "mark": _WRITES | {UNKNOWN},
     "trim": _WRITES,
     "gc": {"ok", "OperationTimeoutError", "crashed"},
     "misuse": {"TypeError", "ValueError", "FencedError", "OperationTimeoutError", "crashed"},
@@ -79,10 +79,12 @@ def check_history(history: History) -> list[Violation]:
        by its write id), at or below the handle's newest manifest. Every token
        that landed lies in a manifest carrying its handle's own claim, and before the manifest
        of any newer claim of that role: no write by a fenced handle ever landed. An update that
-       raised ``FencedError`` left no trace - except the corner the README documents: when a
-       newer claim of the role landed on top and the retention boundary passed the version the
-       update wrote before the update could look (counted as ``ambiguous_fenced_updates``).
-       The same for ``mark_replayed``: an acknowledged one wrote the version its write id names,
+       raised a plain ``FencedError`` left no trace. Only ``WriteOutcomeUnknownError`` (a
+       ``FencedError``) may leave one - the corner where a newer claim of the role landed on top
+       and retention passed the version the update wrote before it could look - and it is raised
+       only there: by a handle a newer claim had fenced, after retention ran, in an operation
+       that met a fault (counted; ``landed_unknown:update`` those whose write had landed). The
+       same for ``mark_replayed``: an acknowledged one wrote the version its write id names,
        with the replay point at the id it marked; a fenced one never moved the replay point.
     4. **Termination.** Every claim ended in success, ``ClaimTimeoutError`` or a crash (the
        handle's and the log's operations: success, ``FencedError``, ``OperationTimeoutError`` or
@@ -114,10 +116,13 @@ def check_history(history: History) -> list[Violation]:
        stands at *i* in the final store, and is yielded by ``read_wal`` from the final replay
        point when it lies above it, unless a delete (a trim, checked above) removed it after it
        landed. No payload landed at two ids (no duplicate, trimmed or not), and the payload of
-       an append that raised ``FencedError`` never landed above the replay point of its moment
-       (below it, where nobody replays, a fenced writer's recreation of a trimmed id is garbage
-       for the next trim). ``read_wal`` from the final replay point succeeds and never yields a
-       lower epoch after a higher one. No two acknowledged appends share a log id.
+       an append that raised a plain ``FencedError`` never landed above the replay point of its
+       moment (below it, where nobody replays, a fenced writer's recreation of a trimmed id is
+       garbage for the next trim). ``WriteOutcomeUnknownError`` may have left it there (its
+       first send landed, a newer writer replayed and trimmed it, its resend found it gone),
+       and is raised only by a fenced writer, after a trim, in an append that met a fault.
+       ``read_wal`` from the final replay point succeeds and never yields a lower epoch after a
+       higher one. No two acknowledged appends share a log id.
     7. **Use.** Readers running beside writers, trims and collections: ``read_wal`` yields only
        entries first written at their ids, in order, never a lower epoch after a higher, and
        one that ends without an error missed no acknowledged append that stood when it began;
@@ -313,15 +318,11 @@ def _check_writes(
                 f"{manifest_id}, after the newer claim at {newer}",
             )
 
-    def ambiguous(op: OpRecord, where: int) -> bool:
-        """The README's corner: a write fenced after it landed, when a newer claim of its role
-        landed on top and the boundary passed its version before it could look."""
-        passed = any(seq < op.end_seq and value >= where for seq, value in history.boundary_moves)
-        newer = newer_claim(op)
-        if passed and newer is not None and newer > where:
-            history.counts["ambiguous_fenced_updates"] += 1
-            return True
-        return False
+    seq_of = {manifest_id: seq for seq, _, manifest_id in history.landings}
+    retention_moves = [seq for seq, _ in history.boundary_moves]
+    for op in history.ops:
+        if op.outcome == UNKNOWN and op.kind in ("update", "mark", "fence"):
+            check_unknown(op, newer_claim(op), seq_of, retention_moves, "retention", 3, fail)
 
     # Each handle marks ids of its own appends, each once: only a handle's own mark can move the
     # replay point to such an id - unless two handles were acknowledged the same log id (check 6
@@ -360,12 +361,14 @@ def _check_writes(
                 )
         else:
             continue
-        if op.outcome == "FencedError" and where is not None and not ambiguous(op, where):
+        if op.outcome == "FencedError" and where is not None:
             fail(
                 3,
                 f"op{op.index} ({op.actor}): {what} raised FencedError but landed at manifest "
                 f"{where}",
             )
+        elif op.outcome == UNKNOWN and where is not None:
+            history.counts[f"landed_unknown:{op.kind}"] += 1
         if where is not None:
             carries_own_claim(op, where, what)
 

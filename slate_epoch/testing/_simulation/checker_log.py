@@ -9,13 +9,38 @@ from collections.abc import Callable
 from ..._errors import ManifestError, WalError
 from ..._manifest import Manifest
 from ..._wal import decode_entry, encode_entry
-from .config import LOG, SAME
-from .history import History
+from .config import LOG, SAME, UNKNOWN
+from .history import History, OpRecord
 
-__all__ = ["Fail", "check_log"]
+__all__ = ["Fail", "check_log", "check_unknown"]
 
 # How a check reports a violation: ``fail(check number, message)``.
 Fail = Callable[[int, str], None]
+
+
+def check_unknown(
+    op: OpRecord,
+    newer: int | None,
+    seq_of: dict[int, int],
+    moves: list[int],
+    what: str,
+    check: int,
+    fail: Fail,
+) -> None:
+    """``op`` raised ``WriteOutcomeUnknownError``, which only the corner may: a handle that a
+    newer claim had fenced (the manifest ``newer``, landed before the operation ended), after
+    ``what`` ran (a boundary moved before it ended; ``moves`` are those moves' seqs), in an
+    operation that met a fault (a send whose outcome it could not know)."""
+    fenced = newer is not None and seq_of.get(newer, 0) < op.end_seq
+    ran = any(seq < op.end_seq for seq in moves)
+    faulted = op.lost + op.errors + op.late > 0
+    if not (fenced and ran and faulted):
+        fail(
+            check,
+            f"op{op.index} ({op.actor}): {op.kind} raised WriteOutcomeUnknownError outside the "
+            f"corner (fenced by a newer claim: {fenced}, {what} ran: {ran}, a fault met: "
+            f"{faulted})",
+        )
 
 
 def check_log(history: History, lineage: dict[int, Manifest], ids: list[int], fail: Fail) -> None:
@@ -41,6 +66,18 @@ def check_log(history: History, lineage: dict[int, Manifest], ids: list[int], fa
     def replay_at(seq: int) -> int:
         index = bisect.bisect_left(version_seqs, seq)
         return replay_points[index - 1] if index else 0
+
+    # Where each epoch of the writer role was first set, to tell when an appender was fenced.
+    claims: list[tuple[int, int]] = []  # (epoch, manifest id), epochs ascending
+    for manifest_id in ids:
+        epoch = lineage[manifest_id].epoch("writer")
+        if epoch and (not claims or epoch > claims[-1][0]):
+            claims.append((epoch, manifest_id))
+
+    def newer_claim(op: OpRecord) -> int | None:
+        return next((manifest_id for epoch, manifest_id in claims if epoch > op.epoch), None)
+
+    trims = [seq for seq, _ in history.wal_boundary_moves]
 
     # What landed where: (epoch, payload) per landing, None for a fence.
     entries: list[tuple[int, int, int, tuple[int, bytes] | None]] = []
@@ -156,6 +193,10 @@ def check_log(history: History, lineage: dict[int, Manifest], ids: list[int], fa
                 f"op{op.index} ({op.actor}): append {name} raised FencedError but landed "
                 f"at {sorted(replayable[op.token])}, above the replay point",
             )
+        elif op.outcome == UNKNOWN:
+            check_unknown(op, newer_claim(op), seq_of, trims, "a trim", 6, fail)
+            if op.token in replayable:
+                history.counts["landed_unknown:append"] += 1
         if op.outcome != "ok":
             continue
         entry_id, body = op.entry_id, encode_entry(op.epoch, op.token)

@@ -13,7 +13,7 @@ from collections import defaultdict
 from ..._manifest import Manifest
 from ..._wal import encode_entry
 from .checker_log import Fail
-from .config import MISUSE
+from .config import FENCED, MISUSE
 from .history import History
 
 __all__ = ["check_use"]
@@ -111,11 +111,12 @@ def _check_misuse(history: History, lineage: dict[int, Manifest], fail: Fail) ->
 
 
 def _check_zombies(history: History, fail: Fail) -> None:
-    """Once an operation of a handle has raised ``FencedError``, every later operation of that
-    handle writes nothing at all (it raises ``FencedError`` at once)."""
+    """Once an operation of a handle has raised ``FencedError`` (or ``WriteOutcomeUnknownError``),
+    every later operation of that handle writes nothing at all (it raises ``FencedError`` at
+    once)."""
     fenced_at: dict[tuple[str, int, str], int] = {}
     for op in history.ops:
-        if op.outcome == "FencedError" and op.claim_id:
+        if op.outcome in FENCED and op.claim_id:
             handle = (op.role, op.epoch, op.claim_id)
             fenced_at[handle] = min(fenced_at.get(handle, op.end_seq), op.end_seq)
     later = {

@@ -11,12 +11,14 @@ from ..._layout import log_boundary_key, log_entries, manifest_boundary_key, man
 __all__ = [
     "BOUNDARY_KEY",
     "DEFAULT_CONFIG",
+    "FENCED",
     "LOG",
     "LOG_BOUNDARY_KEY",
     "MANIFESTS",
     "MISUSE",
     "ROOT",
     "SAME",
+    "UNKNOWN",
     "SimulationConfig",
     "replay_command",
 ]
@@ -28,6 +30,10 @@ MISUSE: Final = b"MISUSE:"
 # Appends whose payload starts with this repeat it (as services append the same bytes): they
 # can't be told apart by payload, so only by id.
 SAME: Final = b"same:"
+# The outcomes of a fenced operation: plain (nothing of it landed), or with its write's outcome
+# unknown (it may have landed; nothing left on the store can tell).
+UNKNOWN: Final = "WriteOutcomeUnknownError"
+FENCED: Final = frozenset({"FencedError", UNKNOWN})
 MANIFESTS: Final = manifest_versions(ROOT)
 LOG: Final = log_entries(ROOT)
 BOUNDARY_KEY: Final = manifest_boundary_key(ROOT)

@@ -18,7 +18,7 @@ import msgspec
 from ..._claim import EpochHandle, claim_epoch
 from ..._manifest import Manifest
 from ..._wal import WalWriter
-from .config import MISUSE, ROOT, SAME
+from .config import FENCED, MISUSE, ROOT, SAME
 from .stage import Life, Stage, WriterPlan
 
 __all__ = ["Writer"]
@@ -80,11 +80,11 @@ class Writer:
                 outcome = await self.round(handle, log)
                 if outcome not in _NOT_FENCED:
                     break
-            if outcome == "FencedError" and rng.random() < self.config.zombie_rate:
+            if outcome in FENCED and rng.random() < self.config.zombie_rate:
                 # The service has not noticed: it goes on using the fenced handle once more.
                 # The handle knows, and must write nothing at all.
                 await self.step(handle, log)
-            if outcome != "FencedError" or rng.random() < 0.5:
+            if outcome not in FENCED or rng.random() < 0.5:
                 return
 
     async def round(self, handle: EpochHandle, log: WalWriter | None) -> str:
@@ -200,7 +200,7 @@ class Writer:
         else:
             mutate = partial(_misused, kind, token)
             await self.world.op(life, record, lambda: handle.update(mutate, timeout=timeout))
-        return "FencedError" if record.outcome == "FencedError" else "ok"
+        return record.outcome if record.outcome in FENCED else "ok"
 
     async def refresh(self, handle: EpochHandle) -> str:
         timeout = self.rng.choice((0.3, 1.0, 5.0))
