@@ -24,8 +24,9 @@ _PROBES: Final = 4  # HEAD requests a search sends at once
 class ObjectSequence:
     """The numbered objects ``names`` names on ``store``.
 
-    ``seen(id)`` is called for every id a probe or a listing finds to exist (a cache may keep
-    the highest, to resume a search that failed halfway).
+    ``seen(id)`` is called for ids a probe or a listing finds to exist - every probed one, and
+    the highest of a listing (a cache keeps the highest, to resume a search that failed
+    halfway).
     """
 
     def __init__(
@@ -53,7 +54,8 @@ class ObjectSequence:
 
     async def newest_from(self, low: int) -> int:
         """Given that ``low`` exists, the newest id: double until a miss, then bisect.
-        ~2·log2(n/low) HEAD requests."""
+        ~2·log2(n/low) HEAD requests, one at a time: a long history is rare (retention keeps
+        it short), and probes sent at once cost more than they save on an in-process store."""
         high = low * 2
         while await self.exists(high):
             low, high = high, high * 2
@@ -123,18 +125,19 @@ class ObjectSequence:
     async def newest_cold(self, page: int) -> int:
         """With nothing known: list one page. A short history ends within it (its last id is
         the newest); a longer one gives a lower bound to gallop from. 0: no object at all."""
-        highest = 0
-        count = 0
+        keys: list[str] = []
         async with listing(self.store, self.names.folder) as metas:
             async for meta in metas:
-                object_id = self.names.id_of(meta.key)
-                if object_id is not None:
-                    highest = max(highest, object_id)
-                    if self._seen is not None:
-                        self._seen(object_id)
-                count += 1
-                if count >= page:
-                    return await self.newest_from(highest) if highest else 0
+                keys.append(meta.key)
+                if len(keys) >= page:
+                    break
+        # Ids are fixed-width, so key order is id order: the last key that names an id holds
+        # the highest (anything after it is a foreign object). Only that one is parsed.
+        highest = next((i for i in map(self.names.id_of, reversed(keys)) if i is not None), 0)
+        if highest and self._seen is not None:
+            self._seen(highest)
+        if len(keys) >= page and highest:
+            return await self.newest_from(highest)
         return highest
 
     async def ids_above(self, after: int, most: int) -> tuple[int, ...] | None:
