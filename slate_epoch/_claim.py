@@ -9,6 +9,9 @@
    conflict then goes through step 3.
 5. Between tries, sleep a jittered exponential backoff; all of it under one deadline.
 
+Steps 2-4 (one version written exactly once) live in ``_next_version``; this module holds the
+loop around them, the handle, and the handle's side of the log.
+
 An ``EpochHandle`` writes with the same step 2-4 loop, always at "the id after the newest one I
 know". That id is free only while the manifest before it is the newest, and the handle has
 checked that one carries its own epoch: so a write lands only while no newer claim exists, and
@@ -27,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from functools import partial
-from typing import Final, TypeAlias, TypeVar
+from typing import TypeVar
 
 import anyio
 import msgspec
@@ -36,10 +39,7 @@ from ._errors import (
     ClaimTimeoutError,
     FencedError,
     InvariantViolationError,
-    ManifestVersionExistsError,
-    NotFoundError,
     SlateEpochError,
-    TransientStoreError,
     WriteOutcomeUnknownError,
 )
 from ._manifest import (
@@ -48,10 +48,10 @@ from ._manifest import (
     ManifestStore,
     RoleClaim,
     default_owner,
-    encode,
     new_id,
     now_ms,
 )
+from ._next_version import read_newest, write_next
 from ._observe import (
     CLAIM_LOG,
     NO_SPAN,
@@ -71,9 +71,6 @@ from ._wal import FenceAttempt, WalWriter, attempt_fence, fence_log, replay_poin
 __all__ = ["EpochHandle", "claim_epoch"]
 
 T = TypeVar("T")
-# Whether a write is in the history: True, False, or None when nothing left on the store can
-# tell (see ``_create``).
-Landed: TypeAlias = bool | None
 
 
 async def claim_epoch(
@@ -127,7 +124,7 @@ async def claim_epoch(
             # Step 1. A process that saw this root before starts from what it saw: manifests
             # never change, and if a newer one exists (or retention deleted it) the create below
             # says so.
-            latest = manifests.cached_latest() or await _read_latest(
+            latest = manifests.cached_latest() or await read_newest(
                 io, retrier, verify_boundary=False
             )
             while True:
@@ -147,7 +144,7 @@ async def claim_epoch(
                     if fence_wal
                     else None
                 )
-                landed, newest = await _create(
+                landed, newest = await write_next(
                     io, base_id + 1, candidate, role, retrier, beside=beside
                 )
                 if landed:
@@ -185,7 +182,7 @@ async def claim_epoch(
                     )
                 await retrier.pause()
                 # Whatever landed during the pause: one probe past what step 3 read.
-                latest = await _read_latest(
+                latest = await read_newest(
                     io, retrier, known=newest[0] if newest else 0, verify_boundary=False
                 )
         raise ClaimTimeoutError(
@@ -261,7 +258,7 @@ class EpochHandle:
 
         async def read(retrier: Retrier) -> Manifest:
             io = self._manifests.observed()
-            self._accept(*await _read_latest(io, retrier, known=self.manifest_id))
+            self._accept(*await read_newest(io, retrier, known=self.manifest_id))
             return self.manifest
 
         return await self._operation("refresh", "refresh", timeout, read)
@@ -320,7 +317,7 @@ class EpochHandle:
                 # after it): recorded with the first manifest write after the fence.
                 candidate = msgspec.structs.replace(candidate, log_fence=self._log.fence_id)
             candidate = candidate.with_write(self.role, new_id())
-            landed, newest = await _create(
+            landed, newest = await write_next(
                 io, base_id + 1, candidate, self.role, retrier, base=base
             )
             if newest is not None:  # a conflict: still ours? (FencedError if not)
@@ -506,65 +503,6 @@ class _HolderOfTheLog:
         return await self._handle._with_deadline(what, timeout, operation)
 
 
-async def _create(
-    manifests: ManifestStore,
-    manifest_id: int,
-    manifest: Manifest,
-    role: str,
-    retrier: Retrier,
-    *,
-    base: Manifest | None = None,
-    beside: Callable[[], Awaitable[None]] | None = None,
-) -> tuple[Landed, tuple[int, Manifest] | None]:
-    """Create ``manifest_id`` as ``role``'s holder. Returns whether our write is in the history
-    (None: it may be, and nothing left on the store can tell), and, after a conflict, the newest
-    version read to find out (None when the create simply succeeded). ``base`` is the version an
-    update was computed from (None for a claim); ``beside`` runs beside the boundary check of a
-    create that landed."""
-    data = encode(manifest)  # once: every retry resends these exact bytes
-    resent = False
-    while True:
-        retrier.attempts += 1
-        try:
-            await manifests.write_bytes(manifest_id, data, manifest, resend=resent, beside=beside)
-        except TransientStoreError as exc:  # step 4: it may have landed; ask again, same bytes
-            retrier.failed(exc)
-            # A lost response is the common case and costs nothing to settle: resend at once.
-            # (The store's client has already backed off between its own tries.) Only a second
-            # unknown outcome in a row waits.
-            if resent:
-                await retrier.pause()
-            resent = True
-            continue
-        except ManifestVersionExistsError as exc:
-            retrier.failed(exc)
-            break
-        return True, None
-    # Step 3: is our write in the history? Only ours carries our write id.
-    newest = await _read_latest(manifests, retrier, known=manifest_id)
-    claim = manifest.claim(role)
-    assert claim is not None  # the caller writes as the role's holder
-    if newest[1].carries(role, claim.claim_id, manifest.write_id):
-        return True, newest
-    if base is None:
-        return False, newest  # a claim: a newer version that does not carry it is a rival's
-    if not resent:
-        # Our one send was answered: the id was taken (nothing written), or we wrote at a
-        # deleted id, which is garbage (taken away at once). Either way not in the history.
-        return False, newest
-    before = base.claim(role)
-    assert before is not None
-    if newest[1].carries(role, claim.claim_id, before.last_write_id):
-        # The role's newest write is still the one ours was based on: nothing of this handle
-        # landed since, ours included (only this handle's writes change it, and they'd carry
-        # their own write id on). True whatever else was in flight.
-        return False, newest
-    # Something replaced the role's lineage: a newer claim, or (only if writes of one handle
-    # overlapped) another write of ours. The version we wrote, or the first one left above
-    # the retention boundary, can tell; if retention took both, nothing can (None).
-    return await _landed_at(manifests, manifest_id, manifest, role, retrier), newest
-
-
 def _fence_attempt(
     store: ObjectStore,
     root: str,
@@ -582,66 +520,6 @@ def _fence_attempt(
             into.append(await attempt_fence(store, root, start, retrier))
 
     return attempt
-
-
-# How often a check of a landed write chases a boundary that moves while it reads.
-_LANDED_CHASES: Final = 8
-
-
-async def _landed_at(
-    manifests: ManifestStore, manifest_id: int, manifest: Manifest, role: str, retrier: Retrier
-) -> bool | None:
-    """Whether our write ``manifest`` is the version at ``manifest_id``; None if nothing left on
-    the store can tell.
-
-    A version is read first, then the boundary: if the boundary was still below the id after we
-    read it, the id had never been deleted when we read it, so what we read was its one and only
-    create. (Boundary first would race: retention could delete the id and a late resend of ours
-    recreate it in between.) At or below the boundary the id may hold a stale recreation, so we
-    look at the first version above the boundary instead: if it still carries our claim, the
-    role's last write before it is in its lineage (``last_write_id``), and tells. If it carries
-    a newer claim, the versions that could tell are gone.
-    """
-    claim = manifest.claim(role)
-    assert claim is not None
-    target = manifest_id
-    for _ in range(_LANDED_CHASES):
-        try:
-            version: Manifest | None = await retrier.call(partial(manifests.read_unchecked, target))
-        except NotFoundError:
-            version = None
-        boundary = await retrier.call(manifests.read_boundary)
-        if target > boundary:
-            if version is None:
-                return None  # never written, or deleted since: the boundary moved, look again
-            if target == manifest_id:
-                return version.write_id == manifest.write_id
-            stored = version.claim(role)
-            if stored is None or stored.claim_id != claim.claim_id:
-                return None  # a newer claim: the versions between ours and it are gone
-            return stored.last_write_id == manifest.write_id
-        target = max(boundary + 1, manifest_id)  # retention keeps the newest: it exists
-    return None
-
-
-async def _read_latest(
-    manifests: ManifestStore, retrier: Retrier, *, known: int = 0, verify_boundary: bool = True
-) -> tuple[int, Manifest]:
-    """The newest manifest, retrying transient errors; ``known`` is an id known to exist."""
-    latest = await retrier.call(
-        lambda: manifests.read_latest(known=known, verify_boundary=verify_boundary)
-    )
-    if latest is None:
-        if known:
-            raise violated(
-                InvariantViolationError(
-                    f"manifest {known} was seen under {manifests.root!r} but no manifest exists now"
-                ),
-                root=manifests.root,
-                manifest_id=known,
-            )
-        return 0, Manifest()
-    return latest
 
 
 def _check_role(role: str) -> None:

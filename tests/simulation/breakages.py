@@ -13,7 +13,7 @@ from typing import Protocol
 import msgspec
 import pytest
 
-from slate_epoch import _claim, _layout, _manifest, _wal
+from slate_epoch import _claim, _layout, _manifest, _next_version, _wal
 from slate_epoch._boundary import read_boundary
 from slate_epoch._claim import EpochHandle
 from slate_epoch._errors import (
@@ -53,7 +53,7 @@ class Create(Protocol):
     ) -> Awaitable[tuple[Landed, Newest]]: ...
 
 
-_create: Create = _claim._create
+_create: Create = _next_version.write_next
 _accept = EpochHandle._accept
 
 
@@ -325,15 +325,15 @@ async def create_trusting_the_lineage_alone(
         return landed, newest
     claim, stored = manifest.claim(role), newest[1].claim(role)
     if claim is not None and stored is not None and stored.claim_id != claim.claim_id:
-        return await _claim._landed_at(manifests, manifest_id, manifest, role, retrier) is True, (
-            newest
-        )
+        return await _next_version.landed_at(
+            manifests, manifest_id, manifest, role, retrier
+        ) is True, (newest)
     return False, newest  # BUG
 
 
 def concurrent_updates_unserialised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(EpochHandle, "update", update_without_the_lock)
-    monkeypatch.setattr(_claim, "_create", create_trusting_the_lineage_alone)
+    monkeypatch.setattr(_claim, "write_next", create_trusting_the_lineage_alone)
 
 
 async def fence_wal_every_time(self: EpochHandle, *, timeout: float | None = None) -> WalWriter:
@@ -508,7 +508,7 @@ class Breakage:
 
 
 def _patch_create(create: Create) -> Callable[[pytest.MonkeyPatch], None]:
-    return lambda monkeypatch: monkeypatch.setattr(_claim, "_create", create)
+    return lambda monkeypatch: monkeypatch.setattr(_claim, "write_next", create)
 
 
 def _check(number: int, text: str = "") -> Callable[[Violation], bool]:
@@ -629,7 +629,7 @@ BREAKAGES = [
     ),
     Breakage(
         "wrongly typed manifests are written",
-        lambda monkeypatch: monkeypatch.setattr(_claim, "encode", encode_unchecked),
+        lambda monkeypatch: monkeypatch.setattr(_next_version, "encode", encode_unchecked),
         _either(_check(1, "not intact"), _check(7, "refused")),
         "check 1 (a manifest not intact) or 7 (a refused misuse wrote)",
     ),
