@@ -14,7 +14,7 @@ import json
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -300,6 +300,10 @@ async def test_runs_on_asyncio_and_trio(bucket: str, anyio_backend: str) -> None
 
 # --- the real server ------------------------------------------------------------------------------
 
+# What every store does is in test_store_contract.py, which runs on this server too: above all
+# the protocol's foundation, that a second create of one key never succeeds, not even from
+# sixteen clients at once (if it did, two claimers could both win). Here, what is GCS's own.
+
 
 async def test_round_trip_and_the_etag_is_the_generation(
     gcs: GCSStore, gcs_endpoint: str, bucket: str
@@ -333,7 +337,7 @@ async def test_the_server_ignores_preconditions_on_media_uploads(
 ) -> None:
     """Why every write is a multipart upload: fake-gcs-server lets a second create of one key
     through when it comes as ``uploadType=media``. (If it ever starts refusing it, fine: the
-    multipart tests below still decide.)"""
+    creates of test_store_contract.py, multipart uploads, still decide.)"""
     url = f"{gcs_endpoint}/upload/storage/v1/b/{bucket}/o"
     params = {"uploadType": "media", "name": "k", "ifGenerationMatch": "0"}
     async with httpx.AsyncClient() as client:
@@ -342,65 +346,11 @@ async def test_the_server_ignores_preconditions_on_media_uploads(
     assert (first.status_code, second.status_code) == (200, 200)
 
 
-async def test_a_second_create_of_one_key_never_succeeds(gcs: GCSStore) -> None:
-    """The protocol's foundation: if this fails, two claimers can both win."""
+async def test_a_refused_create_chains_the_http_error(gcs: GCSStore) -> None:
     await gcs.put("k", b"first", mode="create")
-    for body in (b"second", b"first", b""):
-        with pytest.raises(AlreadyExistsError) as caught:
-            await gcs.put("k", body, mode="create")
-        assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)  # chained
-    await gcs.put("k", b"overwritten")  # an overwrite does not make the key free
-    with pytest.raises(AlreadyExistsError):
-        await gcs.put("k", b"third", mode="create")
-    assert (await gcs.get("k")).body == b"overwritten"
-
-
-async def test_sixteen_concurrent_creates_of_one_key_have_one_winner(bucket: str) -> None:
-    """Sixteen clients (one store each: separate connections), one key, at once."""
-    winners: list[tuple[bytes, str]] = []
-    losers: list[int] = []
-    async with AsyncExitStack() as stack:
-        stores = [await stack.enter_async_context(GCSStore(bucket)) for _ in range(16)]
-
-        async def create(i: int) -> None:
-            body = f"writer {i}".encode()
-            try:
-                put = await stores[i].put("contested", body, mode="create")
-            except AlreadyExistsError:
-                losers.append(i)
-            else:
-                winners.append((body, put.etag))
-
-        for round_ in range(3):
-            winners.clear()
-            losers.clear()
-            await stores[0].delete("contested")
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    for i in range(16):
-                        tg.start_soon(create, i)
-            assert (len(winners), len(losers)) == (1, 15), f"round {round_}"
-            got = await stores[0].get("contested")
-            assert (got.body, got.etag) == winners[0]
-
-
-async def test_update_with_a_stale_generation_is_a_precondition_error(gcs: GCSStore) -> None:
-    first = await gcs.put("k", b"1")
-    second = await gcs.put("k", b"2", mode=UpdateVersion(first.etag))
-    with pytest.raises(PreconditionError):
-        await gcs.put("k", b"3", mode=UpdateVersion(first.etag))
-    got = await gcs.get("k")
-    assert (got.body, got.etag) == (b"2", second.etag)
-
-
-async def test_update_of_a_missing_key_is_a_precondition_error(gcs: GCSStore) -> None:
-    gone = await gcs.put("k", b"1")
-    await gcs.delete("k")
-    with pytest.raises(PreconditionError):
-        await gcs.put("k", b"2", mode=UpdateVersion(gone.etag))
-    with pytest.raises(PreconditionError):
-        await gcs.put("never", b"2", mode=UpdateVersion("1234"))
-    assert [m async for m in gcs.list("")] == []
+    with pytest.raises(AlreadyExistsError) as caught:
+        await gcs.put("k", b"second", mode="create")
+    assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)  # chained
 
 
 async def test_an_etag_that_is_no_generation_is_refused_without_a_request(gcs: GCSStore) -> None:
