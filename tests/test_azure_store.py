@@ -11,17 +11,15 @@ stalls, or cuts a body short: answers Azurite never gives). The behaviour suite
 from __future__ import annotations
 
 import random
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
-import anyio.abc
 import pytest
 from anyio.abc import SocketStream
 
@@ -42,7 +40,8 @@ from slate_epoch import (
     open_store,
 )
 from slate_epoch.backends.azure import AzureBlobStore, _CodePointOrder
-from slate_epoch.testing.servers import azurite_connection_string, create_container
+from slate_epoch.testing.servers import azurite_connection_string, create_container, free_port
+from tests.fake_server import Handler, never_answer, read_head, read_request, reset_on_close, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -365,7 +364,7 @@ async def test_no_token_from_the_credential_chain_is_access_denied(
     requests = Requests()
     store = AzureBlobStore(
         "container",
-        account_url=f"https://127.0.0.1:{_closed_port()}",
+        account_url=f"https://127.0.0.1:{free_port()}",  # a port nobody listens on
         client_options=requests.options,
     )
     async with store:
@@ -557,16 +556,10 @@ async def test_an_account_key_that_cannot_sign_is_access_denied(
     assert "hunter2secret" not in str(caught.value)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_unreachable_endpoint_fails_within_bounded_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     monkeypatch.setenv(CONNECTION_STRING, azurite_connection_string(endpoint))
     requests = Requests()
     started = time.monotonic()
@@ -583,27 +576,18 @@ async def test_unreachable_endpoint_fails_within_bounded_time(
 
 
 @asynccontextmanager
-async def _serve(
-    handler: Callable[[SocketStream], Awaitable[None]], monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[str]:
-    """FAKE SERVER helper: a TCP listener on 127.0.0.1 running ``handler`` per connection, set as
-    the connection string's endpoint."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    endpoint = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv(CONNECTION_STRING, azurite_connection_string(endpoint))
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
+async def _serve(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """FAKE SERVER helper: ``serve(handler)``, set as the connection string's endpoint."""
+    async with serve(handler) as endpoint:
+        monkeypatch.setenv(CONNECTION_STRING, azurite_connection_string(endpoint))
         yield endpoint
-        tg.cancel_scope.cancel()
 
 
 async def _read_request(stream: SocketStream) -> str:
-    """The request line and headers (the small bodies sent here come along or are dropped)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    return data.split(b"\r\n", 1)[0].decode()
+    """The request line (the headers are read; the small bodies sent here come along or are
+    dropped)."""
+    head, _ = await read_head(stream)
+    return head.split(b"\r\n", 1)[0].decode()
 
 
 def _error_answer(status: int, reason: str, code: str, *, head_request: bool = False) -> bytes:
@@ -722,9 +706,7 @@ async def test_a_reset_connection_is_transient(monkeypatch: pytest.MonkeyPatch) 
     async def hang_up(stream: SocketStream) -> None:
         async with stream:
             seen.append(await _read_request(stream))
-            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )  # close with RST
+            reset_on_close(stream)
 
     requests = Requests()
     async with (
@@ -743,14 +725,8 @@ async def test_a_server_that_never_answers_times_out_as_transient(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """FAKE SERVER: the request is read and never answered; read_timeout bounds the wait."""
-
-    async def stall(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stall, monkeypatch),
+        _serve(never_answer, monkeypatch),
         AzureBlobStore("container", read_timeout=0.3, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="Timeout"):
@@ -856,17 +832,7 @@ async def test_a_large_body_goes_out_whole_on_every_attempt(
 
     async def busy_then_created(stream: SocketStream) -> None:
         async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-            head, rest = data.split(b"\r\n\r\n", 1)
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            while len(rest) < length:
-                rest += await stream.receive()
+            _, rest = await read_request(stream)
             received.append(len(rest))
             assert rest == body
             if len(received) == 1:

@@ -11,16 +11,14 @@ runs on GCS as well through the ``store`` fixture, on asyncio and trio.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
-import anyio.abc
 import httpx
 import pytest
 from anyio.abc import SocketStream
@@ -40,7 +38,8 @@ from slate_epoch import (
     open_store,
 )
 from slate_epoch.backends.gcs import DEFAULT_ENDPOINT, GCSStore
-from slate_epoch.testing.servers import GcpStorageEmulator, create_gcs_bucket
+from slate_epoch.testing.servers import GcpStorageEmulator, create_gcs_bucket, free_port
+from tests.fake_server import never_answer, read_request, reset_on_close, serve
 
 # Every test here has the session's fake-gcs-server and STORAGE_EMULATOR_HOST naming it, so no
 # request can reach Google; tests that need another endpoint name it explicitly.
@@ -97,9 +96,7 @@ def _kind(request: httpx.Request) -> str:
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
 
 
 # --- URLs and arguments (no I/O) ------------------------------------------------------------------
@@ -524,20 +521,6 @@ async def test_on_gcp_storage_emulator_the_store_behaves_sanely(emulator_endpoin
 # --- what fake-gcs-server never answers: fake servers ---------------------------------------------
 
 
-Handler = Callable[[SocketStream], Awaitable[None]]
-
-
-@asynccontextmanager
-async def _serve(handler: Handler) -> AsyncIterator[str]:
-    """FAKE SERVER helper: a TCP listener on 127.0.0.1 running ``handler`` per connection."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
-        yield f"http://127.0.0.1:{port}"
-        tg.cancel_scope.cancel()
-
-
 class Received:
     def __init__(self, head: bytes, body: bytes) -> None:
         lines = head.decode("latin-1").split("\r\n")
@@ -552,16 +535,7 @@ class Received:
 
 
 async def _read_request(stream: SocketStream) -> Received:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    head, body = data.split(b"\r\n\r\n", 1)
-    received = Received(head, b"")
-    length = int(received.headers.get("content-length", "0"))
-    while len(body) < length:
-        body += await stream.receive()
-    received.body = body
-    return received
+    return Received(*await read_request(stream))
 
 
 def _answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
@@ -591,7 +565,7 @@ async def test_throttling_and_server_errors_are_retried_then_transient(
             seen.append(await _read_request(stream))
             await stream.send(_answer(status, _gcs_error(status, reason)))
 
-    async with _serve(failing) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
+    async with serve(failing) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match=f"HTTP {status}"):
             await store.put("k", b"x", mode="create")
     assert len(seen) == 3
@@ -611,7 +585,7 @@ async def test_a_retry_that_succeeds_returns_its_answer() -> None:
                 answer = json.dumps({"name": "k", "generation": "42", "size": "1"})
                 await stream.send(_answer(200, answer.encode()))
 
-    async with _serve(flaky) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
+    async with serve(flaky) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
         with anyio.fail_after(30):
             assert (await store.put("k", b"x", mode="create")).etag == "42"
     assert len(seen) == 3
@@ -624,11 +598,9 @@ async def test_a_reset_connection_is_transient() -> None:
     async def hang_up(stream: SocketStream) -> None:
         async with stream:
             seen.append(await _read_request(stream))
-            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )  # close with RST
+            reset_on_close(stream)
 
-    async with _serve(hang_up) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
+    async with serve(hang_up) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
         with anyio.fail_after(30), pytest.raises(TransientStoreError) as caught:
             await store.put("k", b"x", mode="create")
     assert not isinstance(caught.value, StoreUnreachableError)  # it was reached: outcome unknown
@@ -637,14 +609,8 @@ async def test_a_reset_connection_is_transient() -> None:
 
 async def test_a_server_that_never_answers_times_out_as_transient() -> None:
     """FAKE SERVER: the request is read and never answered; read_timeout bounds the wait."""
-
-    async def stall(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stall) as endpoint,
+        serve(never_answer) as endpoint,
         _fake_store(endpoint, read_timeout=0.3, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="ReadTimeout"):
@@ -661,7 +627,7 @@ async def test_a_body_cut_short_is_transient() -> None:
             head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Goog-Generation: 7\r\n\r\n"
             await stream.send(head + b"SLEM012345")
 
-    async with _serve(cut_short) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
+    async with serve(cut_short) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="outcome unknown"):
             await store.get("r/manifest/00000000000000000001.manifest")
     assert len(seen) == 2
@@ -677,7 +643,7 @@ async def test_refused_credentials_are_access_denied(status: int, reason: str) -
             seen.append(await _read_request(stream))
             await stream.send(_answer(status, _gcs_error(status, reason)))
 
-    async with _serve(refuse) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
+    async with serve(refuse) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
         with anyio.fail_after(30), pytest.raises(AccessDeniedError, match=f"{status} {reason}"):
             await store.get("k")
         with anyio.fail_after(30), pytest.raises(AccessDeniedError):
@@ -695,7 +661,7 @@ async def test_a_server_that_does_not_implement_conditional_writes_is_unsupporte
             seen.append(await _read_request(stream))
             await stream.send(_answer(501, _gcs_error(501, "notImplemented")))
 
-    async with _serve(not_implemented) as endpoint, _fake_store(endpoint) as store:
+    async with serve(not_implemented) as endpoint, _fake_store(endpoint) as store:
         with anyio.fail_after(30), pytest.raises(UnsupportedStoreError, match="ifGenerationMatch"):
             await store.put("k", b"x", mode="create")
         assert len(seen) == 1
@@ -717,7 +683,7 @@ async def test_an_update_answered_404_is_a_precondition_error() -> None:
             else:
                 await stream.send(_answer(404, _gcs_error(404, "notFound")))
 
-    async with _serve(not_found) as endpoint, _fake_store(endpoint) as store:
+    async with serve(not_found) as endpoint, _fake_store(endpoint) as store:
         with anyio.fail_after(30), pytest.raises(PreconditionError):
             await store.put("k", b"x", mode=UpdateVersion("17"))
     assert [r.path for r in seen] == ["/upload/storage/v1/b/bucket/o", "/storage/v1/b/bucket"]
@@ -778,7 +744,7 @@ async def test_application_default_credentials_sign_every_request(
                 await stream.send(_answer(200, b"hello", {"X-Goog-Generation": "7"}))
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
-    async with _serve(google) as endpoint:
+    async with serve(google) as endpoint:
         key_file = _service_account_file(tmp_path, private_key_pem, f"{endpoint}/token")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
         async with GCSStore("bucket", endpoint_url=endpoint) as store:
@@ -807,7 +773,7 @@ async def test_credentials_given_as_an_argument_are_used_instead_of_adc(
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/never-read.json")
-    async with _serve(storage) as endpoint:
+    async with serve(storage) as endpoint:
         credentials = Credentials(token="fixed-token")  # type: ignore[no-untyped-call]
         async with GCSStore("bucket", endpoint_url=endpoint, credentials=credentials) as store:
             with anyio.fail_after(30):
@@ -832,7 +798,7 @@ async def test_credentials_the_token_endpoint_refuses_are_access_denied(
             await stream.send(_answer(400, json.dumps(error).encode()))
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
-    async with _serve(refuse) as endpoint:
+    async with serve(refuse) as endpoint:
         key_file = _service_account_file(tmp_path, private_key_pem, f"{endpoint}/token")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
         async with GCSStore("bucket", endpoint_url=endpoint) as store:

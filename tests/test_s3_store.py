@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import socket
 import ssl
 import statistics
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -42,7 +41,8 @@ from slate_epoch import (
 )
 from slate_epoch.backends import _s3_shared
 from slate_epoch.backends.s3 import S3Store
-from slate_epoch.testing.servers import MotoServer, create_bucket
+from slate_epoch.testing.servers import MotoServer, create_bucket, free_port
+from tests.fake_server import never_answer, read_head, read_request, reset_on_close, serve
 
 # Dummy credentials for every test here, including those that never reach moto.
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_test_environment")]
@@ -330,9 +330,7 @@ async def test_no_credentials_in_the_chain(
 
 
 async def test_unreachable_endpoint_fails_within_bounded_time() -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     started = time.monotonic()
     async with S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store:
         with anyio.fail_after(30), pytest.raises(StoreUnreachableError, match="cannot reach"):
@@ -483,48 +481,18 @@ async def test_throttling_and_server_errors_are_transient(
             await call()
 
 
-@asynccontextmanager
-async def _serve(handler: Callable[[SocketStream], Awaitable[None]]) -> AsyncIterator[str]:
-    """FAKE SERVER helper: a TCP listener on 127.0.0.1 running ``handler`` per connection."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
-        yield f"http://127.0.0.1:{port}"
-        tg.cancel_scope.cancel()
-
-
-async def _read_request(stream: SocketStream) -> tuple[bytes, bytes]:
-    """The request line and headers, and whatever came after them."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head, rest
-
-
-async def _read_whole_request(stream: SocketStream) -> tuple[bytes, bytes]:
-    """The request line and headers, and the body (Content-Length bytes)."""
-    head, body = await _read_request(stream)
-    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-    length = int(fields.get(b"Content-Length", b"0"))
-    while len(body) < length:
-        body += await stream.receive()
-    return head, body
-
-
 async def test_the_clients_retries_are_bounded_then_transient() -> None:
     """FAKE SERVER: every request gets 503 SlowDown; the client tries max_attempts times."""
     body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>"
 
     async def slow_down(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             head = f"HTTP/1.1 503 Slow Down\r\nContent-Length: {len(body)}\r\n"
             await stream.send(head.encode() + b"Connection: close\r\n\r\n" + body)
 
     async with (
-        _serve(slow_down) as endpoint,
+        serve(slow_down) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=3) as store,
     ):
         requests = Requests(store)
@@ -538,13 +506,11 @@ async def test_a_reset_connection_is_transient() -> None:
 
     async def hang_up(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
-            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )  # close with RST
+            await read_head(stream)
+            reset_on_close(stream)
 
     async with (
-        _serve(hang_up) as endpoint,
+        serve(hang_up) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError) as caught:
@@ -554,14 +520,8 @@ async def test_a_reset_connection_is_transient() -> None:
 
 async def test_a_server_that_never_answers_times_out_as_transient() -> None:
     """FAKE SERVER: the request is read and never answered; read_timeout bounds the wait."""
-
-    async def stall(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stall) as endpoint,
+        serve(never_answer) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, read_timeout=0.3, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="Timeout"):
@@ -573,12 +533,12 @@ async def test_a_body_cut_short_is_transient() -> None:
 
     async def cut_short(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             head = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\nETag: "abc"\r\n\r\n'
             await stream.send(head + b"SLEM012345")
 
     async with (
-        _serve(cut_short) as endpoint,
+        serve(cut_short) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="broke off"):
@@ -592,11 +552,11 @@ async def test_an_error_answer_cut_short_is_transient() -> None:
 
     async def cut_short(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             await stream.send(b"HTTP/1.1 503 Slow Down\r\nContent-Length: 100\r\n\r\n<Error><C")
 
     async with (
-        _serve(cut_short) as endpoint,
+        serve(cut_short) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="broke off"):
@@ -607,14 +567,8 @@ async def test_a_server_that_stops_reading_the_body_is_transient_not_unreachable
     """FAKE SERVER: the server reads a PUT's headers, then never reads its body (bigger than the
     socket buffers): the write times out after read_timeout. The server was reached and holds
     part of the request: the outcome is unknown, not "unreachable"."""
-
-    async def stop_reading(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stop_reading) as endpoint,
+        serve(never_answer) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, read_timeout=0.5, max_attempts=1) as store,
     ):
         with (
@@ -634,13 +588,13 @@ async def test_a_conditional_put_sends_its_body_without_waiting_for_100_continue
     async def record(stream: SocketStream) -> None:
         async with stream:
             with anyio.fail_after(10):  # a client waiting for "100 Continue" sends no body
-                seen.append(await _read_whole_request(stream))
+                seen.append(await read_request(stream))
             await stream.send(
                 b'HTTP/1.1 200 OK\r\nETag: "e1"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
             )
 
     async with (
-        _serve(record) as endpoint,
+        serve(record) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
     ):
         with anyio.fail_after(30):
@@ -666,7 +620,7 @@ async def test_a_retried_put_sends_the_whole_body_again() -> None:
 
     async def fail_once(stream: SocketStream) -> None:
         async with stream:
-            received.append((await _read_whole_request(stream))[1])
+            received.append((await read_request(stream))[1])
             if len(received) == 1:
                 head = f"HTTP/1.1 503 Slow Down\r\nContent-Length: {len(slow_down)}\r\n"
                 answer = head.encode() + b"Connection: close\r\n\r\n" + slow_down
@@ -675,7 +629,7 @@ async def test_a_retried_put_sends_the_whole_body_again() -> None:
             await stream.send(answer)
 
     async with (
-        _serve(fail_once) as endpoint,
+        serve(fail_once) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store,
     ):
         with anyio.fail_after(30):
@@ -692,13 +646,13 @@ async def test_a_server_that_does_not_implement_conditional_writes_is_unsupporte
 
     async def not_implemented(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             seen.append(1)
             head = f"HTTP/1.1 501 Not Implemented\r\nContent-Length: {len(body)}\r\n"
             await stream.send(head.encode() + b"Connection: close\r\n\r\n" + body)
 
     async with (
-        _serve(not_implemented) as endpoint,
+        serve(not_implemented) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=3) as store,
     ):
         with anyio.fail_after(30), pytest.raises(UnsupportedStoreError, match="If-None-Match"):
