@@ -28,7 +28,6 @@ from slate_epoch import (
     AlreadyExistsError,
     BucketNotFoundError,
     InvalidKeyError,
-    NotFoundError,
     ObjectMeta,
     PreconditionError,
     StoreError,
@@ -42,6 +41,7 @@ from slate_epoch import (
 from slate_epoch.backends.azure import AzureBlobStore, _CodePointOrder
 from slate_epoch.testing.servers import azurite_connection_string, create_container, free_port
 from tests.fake_server import Handler, never_answer, read_head, read_request, reset_on_close, serve
+from tests.prefixes import check_the_prefix_is_prepended_and_stripped
 
 pytestmark = pytest.mark.anyio
 
@@ -422,27 +422,9 @@ async def test_missing_container_on_every_operation(azure_connection_string: str
 
 
 async def test_the_prefix_is_prepended_and_stripped(container: str) -> None:
-    async with (
-        AzureBlobStore(container, "tenant/a") as a,
-        AzureBlobStore(container, "tenant/ab/") as ab,
-        AzureBlobStore(container) as whole,
-    ):
-        await a.put("x/1", b"a")
-        await ab.put("x/1", b"ab")
-        await a.put("x/2", b"a", mode="create")  # no clash with ab's keys
-        assert [m.key async for m in whole.list("")] == [
-            "tenant/a/x/1",
-            "tenant/a/x/2",
-            "tenant/ab/x/1",
-        ]
-        assert [m.key async for m in a.list("")] == ["x/1", "x/2"]
-        assert [m.key async for m in a.list("x/", start_after="x/1")] == ["x/2"]
-        assert [m.key async for m in ab.list("x")] == ["x/1"]
-        assert [m.key async for m in ab.list("", start_after="x/1")] == []
-        assert (await ab.get("x/1")).body == b"ab"
-        assert (await whole.head("tenant/a/x/2")).size == 1
-        with pytest.raises(NotFoundError):
-            await a.get("b/x/1")  # "a" + "b/x/1" is not "ab/x/1"
+    await check_the_prefix_is_prepended_and_stripped(
+        lambda prefix: AzureBlobStore(container, prefix)
+    )
 
 
 async def test_listing_pages_lazily(container: str) -> None:

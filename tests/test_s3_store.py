@@ -43,6 +43,7 @@ from slate_epoch.backends import _s3_shared
 from slate_epoch.backends.s3 import S3Store
 from slate_epoch.testing.servers import MotoServer, create_bucket, free_port
 from tests.fake_server import never_answer, read_head, read_request, reset_on_close, serve
+from tests.prefixes import check_the_prefix_is_prepended_and_stripped
 
 # Dummy credentials for every test here, including those that never reach moto.
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_test_environment")]
@@ -265,24 +266,9 @@ async def test_missing_bucket(s3_endpoint: str) -> None:
 
 
 async def test_the_prefix_is_prepended_and_stripped(s3_endpoint: str, bucket: str) -> None:
-    async with (
-        S3Store(bucket, "tenant/a", endpoint_url=s3_endpoint) as a,
-        S3Store(bucket, "tenant/ab/", endpoint_url=s3_endpoint) as ab,
-        S3Store(bucket, endpoint_url=s3_endpoint) as whole,
-    ):
-        await a.put("x/1", b"a")
-        await ab.put("x/1", b"ab")
-        await a.put("x/2", b"a", mode="create")  # no clash with ab's keys
-        assert [m.key async for m in whole.list("")] == [
-            "tenant/a/x/1",
-            "tenant/a/x/2",
-            "tenant/ab/x/1",
-        ]
-        assert [m.key async for m in a.list("")] == ["x/1", "x/2"]
-        assert [m.key async for m in a.list("x/", start_after="x/1")] == ["x/2"]
-        assert [m.key async for m in ab.list("x")] == ["x/1"]
-        assert (await ab.get("x/1")).body == b"ab"
-        assert (await whole.head("tenant/a/x/2")).size == 1
+    await check_the_prefix_is_prepended_and_stripped(
+        lambda prefix: S3Store(bucket, prefix, endpoint_url=s3_endpoint)
+    )
 
 
 async def test_listing_pages_lazily(s3: S3Store) -> None:
