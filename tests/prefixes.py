@@ -10,10 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from slate_epoch import NotFoundError, ObjectStore
-
-
-async def _keys(store: ObjectStore, prefix: str = "", start_after: str | None = None) -> list[str]:
-    return [meta.key async for meta in store.list(prefix, start_after=start_after)]
+from tests.listings import list_keys
 
 
 async def check_the_prefix_is_prepended_and_stripped(at: Callable[[str], ObjectStore]) -> None:
@@ -22,11 +19,11 @@ async def check_the_prefix_is_prepended_and_stripped(at: Callable[[str], ObjectS
         await a.put("x/1", b"a")
         await ab.put("x/1", b"ab")
         await a.put("x/2", b"a", mode="create")  # no clash with ab's keys
-        assert await _keys(whole) == ["tenant/a/x/1", "tenant/a/x/2", "tenant/ab/x/1"]
-        assert await _keys(a) == ["x/1", "x/2"]
-        assert await _keys(a, "x/", start_after="x/1") == ["x/2"]
-        assert await _keys(ab, "x") == ["x/1"]
-        assert await _keys(ab, start_after="x/1") == []
+        assert await list_keys(whole) == ["tenant/a/x/1", "tenant/a/x/2", "tenant/ab/x/1"]
+        assert await list_keys(a) == ["x/1", "x/2"]
+        assert await list_keys(a, "x/", start_after="x/1") == ["x/2"]
+        assert await list_keys(ab, "x") == ["x/1"]
+        assert await list_keys(ab, start_after="x/1") == []
         assert (await ab.get("x/1")).body == b"ab"
         assert (await whole.head("tenant/a/x/2")).size == 1
         with pytest.raises(NotFoundError):

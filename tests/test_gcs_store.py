@@ -40,10 +40,12 @@ from slate_epoch import (
 from slate_epoch.backends.gcs import DEFAULT_ENDPOINT, GCSStore
 from slate_epoch.testing.servers import GcpStorageEmulator, create_gcs_bucket, free_port
 from tests.fake_server import never_answer, read_request, reset_on_close, serve
-from tests.prefixes import check_the_prefix_is_prepended_and_stripped
 
 # Every test here has the session's fake-gcs-server and STORAGE_EMULATOR_HOST naming it, so no
 # request can reach Google; tests that need another endpoint name it explicitly.
+from tests.listings import list_keys
+from tests.prefixes import check_the_prefix_is_prepended_and_stripped
+
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("gcs_endpoint")]
 
 
@@ -384,15 +386,11 @@ async def test_a_missing_bucket_on_every_operation(gcs: GCSStore) -> None:
             lambda: store.put("k", b""),
             lambda: store.put("k", b"", mode=UpdateVersion(etag)),
             lambda: store.delete("k"),
-            lambda: _list_all(store),
+            lambda: list_keys(store),
         ]
         for operation in operations:
             with pytest.raises(BucketNotFoundError, match="'no-such-bucket-here' does not exist"):
                 await operation()
-
-
-async def _list_all(store: GCSStore) -> list[str]:
-    return [m.key async for m in store.list("")]
 
 
 async def test_the_prefix_is_prepended_and_stripped(bucket: str) -> None:
@@ -497,7 +495,7 @@ async def test_on_gcp_storage_emulator_the_store_behaves_sanely(emulator_endpoin
             with pytest.raises(BucketNotFoundError):
                 await missing.get("a")
             with pytest.raises(BucketNotFoundError):
-                await _list_all(missing)
+                await list_keys(missing)
 
 
 # --- what fake-gcs-server never answers: fake servers ---------------------------------------------
@@ -629,7 +627,7 @@ async def test_refused_credentials_are_access_denied(status: int, reason: str) -
         with anyio.fail_after(30), pytest.raises(AccessDeniedError, match=f"{status} {reason}"):
             await store.get("k")
         with anyio.fail_after(30), pytest.raises(AccessDeniedError):
-            await _list_all(store)
+            await list_keys(store)
     assert len(seen) == 2
 
 

@@ -26,6 +26,7 @@ from slate_epoch import (
     UpdateVersion,
 )
 from slate_epoch._store import listing
+from tests.listings import list_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -62,10 +63,6 @@ async def put_all(store: ObjectStore, keys: list[str]) -> None:
 
 async def list_all(store: ObjectStore, prefix: str = "", **kwargs: str) -> list[ObjectMeta]:
     return [meta async for meta in store.list(prefix, **kwargs)]
-
-
-async def list_keys(store: ObjectStore, prefix: str = "", **kwargs: str) -> list[str]:
-    return [meta.key for meta in await list_all(store, prefix, **kwargs)]
 
 
 async def snapshot(store: ObjectStore) -> dict[str, tuple[bytes, str]]:
