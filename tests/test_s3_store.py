@@ -3,7 +3,8 @@
 Most tests talk to the moto server over HTTP. Where a test uses something else it says so in its
 docstring: "STUBBED" (botocore's Stubber answers instead of a server: 409 and 5xx bodies that moto
 never sends) or "FAKE SERVER" (a raw TCP listener in the test that resets, stalls, cuts an
-answer short, answers 503 or records what it received). Every test runs on asyncio and trio.
+answer short, answers 503 or records what it received). Every test runs on asyncio and trio
+(conftest's ``anyio_backend``: S3Store's transport is httpx on both).
 The behaviour suite (test_claim.py, test_manifest.py, ...) runs on S3 through the ``store``
 fixture as well.
 """
@@ -47,12 +48,6 @@ from tests.prefixes import check_the_prefix_is_prepended_and_stripped
 
 # Dummy credentials for every test here, including those that never reach moto.
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_test_environment")]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every test here runs on both loops: S3Store's transport is httpx on both."""
-    return str(request.param)
 
 
 @pytest.fixture
