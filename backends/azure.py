@@ -72,7 +72,7 @@ from slate_epoch._store import (
     validate_key,
     validate_prefix,
 )
-from slate_epoch._url import parse_store_url
+from slate_epoch._url import merge_options, named_location, parse_store_url
 
 __all__ = ["AzureBlobStore"]
 
@@ -576,18 +576,13 @@ class AzureBlobStore(StoreBase):
         )
         if parsed.scheme not in ("az", "azure"):
             raise ValueError("not an az:// (or azure://) URL")
-        if not parsed.location:
-            raise ValueError(f"{parsed.scheme}:// URL names no container: expected "
-                             f"{parsed.scheme}://container[/prefix]")  # fmt: skip
-        if ":" in parsed.location:
-            raise ValueError(
-                f"{parsed.scheme}:// URL takes no port; the endpoint comes from "
-                f"{CONNECTION_STRING_ENV} or ?account_url=https://ACCOUNT.blob.core.windows.net"
-            )
-        both = sorted(set(parsed.options) & set(options))
-        if both:
-            raise ValueError(f"option(s) given both in the URL and as arguments: {both}")
-        return cls(parsed.location, parsed.path, **parsed.options, **options)
+        container = named_location(
+            parsed,
+            "container",
+            no_port=f"the endpoint comes from {CONNECTION_STRING_ENV} or "
+            "?account_url=https://ACCOUNT.blob.core.windows.net",
+        )
+        return cls(container, parsed.path, **merge_options(parsed, options))
 
     def __repr__(self) -> str:
         where = f", account_url={self._account_url!r}" if self._account_url else ""

@@ -72,7 +72,7 @@ from slate_epoch._store import (
     validate_key,
     validate_prefix,
 )
-from slate_epoch._url import parse_store_url
+from slate_epoch._url import merge_options, named_location, parse_store_url
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -417,19 +417,13 @@ class GCSStore(StoreBase):
         parsed = parse_store_url(url, options=_URL_OPTIONS, credentials_from=_CREDENTIALS_FROM)
         if parsed.scheme not in ("gs", "gcs"):
             raise ValueError("not a gs:// or gcs:// URL")
-        if not parsed.location:
-            raise ValueError(
-                f"{parsed.scheme}:// URL names no bucket: expected {parsed.scheme}://bucket[/prefix]"
-            )
-        if ":" in parsed.location:
-            raise ValueError(
-                f"{parsed.scheme}:// URL takes no port; give the server as "
-                "?endpoint_url=http://host:port (or set STORAGE_EMULATOR_HOST)"
-            )
-        both = sorted(set(parsed.options) & set(options))
-        if both:
-            raise ValueError(f"option(s) given both in the URL and as arguments: {both}")
-        return cls(parsed.location, parsed.path, **parsed.options, **options)
+        bucket = named_location(
+            parsed,
+            "bucket",
+            no_port="give the server as ?endpoint_url=http://host:port "
+            "(or set STORAGE_EMULATOR_HOST)",
+        )
+        return cls(bucket, parsed.path, **merge_options(parsed, options))
 
     def __repr__(self) -> str:
         where = "" if self._endpoint == DEFAULT_ENDPOINT else f", endpoint_url={self._endpoint!r}"

@@ -68,7 +68,7 @@ from slate_epoch._store import (
     validate_key,
     validate_prefix,
 )
-from slate_epoch._url import parse_store_url
+from slate_epoch._url import merge_options, named_location, parse_store_url
 
 from . import _s3_shared
 
@@ -374,16 +374,10 @@ class S3Store(StoreBase):
         )
         if parsed.scheme != "s3":
             raise ValueError("not an s3:// URL")
-        if not parsed.location:
-            raise ValueError("s3:// URL names no bucket: expected s3://bucket[/prefix]")
-        if ":" in parsed.location:
-            raise ValueError(
-                "s3:// URL takes no port; give the server as ?endpoint_url=http://host:port"
-            )
-        both = sorted(set(parsed.options) & set(options))
-        if both:
-            raise ValueError(f"option(s) given both in the URL and as arguments: {both}")
-        return cls(parsed.location, parsed.path, **parsed.options, **options)
+        bucket = named_location(
+            parsed, "bucket", no_port="give the server as ?endpoint_url=http://host:port"
+        )
+        return cls(bucket, parsed.path, **merge_options(parsed, options))
 
     def __repr__(self) -> str:
         where = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""

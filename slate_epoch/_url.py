@@ -3,7 +3,9 @@
 Every backend's ``from_url`` goes through ``parse_store_url``, so every URL gets the same rules:
 credentials never come from a URL (user info, or an option whose name looks like a secret, is
 refused and never echoed); unknown, repeated or mistyped options are ``ValueError``s that name
-the option, never its value; fragments are refused.
+the option, never its value; fragments are refused. The stores named by a bucket or a container
+check that name with ``named_location``, and join the URL's options to the keyword arguments of
+``from_url`` with ``merge_options``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["StoreURL", "parse_store_url", "split_scheme"]
+__all__ = ["StoreURL", "merge_options", "named_location", "parse_store_url", "split_scheme"]
 
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential", "signature", "sas", "sig")
 
@@ -76,3 +78,23 @@ def parse_store_url(
                 f"option {name} in {scheme}:// URL must be {kind}, got {raw!r}"
             ) from None
     return StoreURL(scheme, parts.netloc, unquote(parts.path).strip("/"), converted)
+
+
+def named_location(parsed: StoreURL, kind: str, *, no_port: str) -> str:
+    """The URL's location as the name of a ``kind`` (a bucket, a container): there, and without
+    a port (``no_port`` ends that refusal, saying where the server is named instead)."""
+    scheme = parsed.scheme
+    if not parsed.location:
+        raise ValueError(f"{scheme}:// URL names no {kind}: expected {scheme}://{kind}[/prefix]")
+    if ":" in parsed.location:
+        raise ValueError(f"{scheme}:// URL takes no port; {no_port}")
+    return parsed.location
+
+
+def merge_options(parsed: StoreURL, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The URL's options and ``from_url``'s keyword arguments together; an option given in both
+    is a ``ValueError``."""
+    both = sorted(set(parsed.options) & set(arguments))
+    if both:
+        raise ValueError(f"option(s) given both in the URL and as arguments: {both}")
+    return {**parsed.options, **arguments}

@@ -32,6 +32,9 @@ from slate_epoch.testing.servers import (
 )
 from tests.interpose import Interposer
 
+# Checks shared by several test files: their failed asserts explained as in a test module.
+pytest.register_assert_rewrite("tests.prefixes")
+
 BACKENDS = ["memory", "local", "s3", "azure", "gcs"]
 # Backends whose client runs on asyncio only: their (backend, trio) tests are deselected.
 ASYNCIO_ONLY = frozenset({"azure"})

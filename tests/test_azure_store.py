@@ -11,17 +11,15 @@ stalls, or cuts a body short: answers Azurite never gives). The behaviour suite
 from __future__ import annotations
 
 import random
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
-import anyio.abc
 import pytest
 from anyio.abc import SocketStream
 
@@ -30,7 +28,6 @@ from slate_epoch import (
     AlreadyExistsError,
     BucketNotFoundError,
     InvalidKeyError,
-    NotFoundError,
     ObjectMeta,
     PreconditionError,
     StoreError,
@@ -42,7 +39,9 @@ from slate_epoch import (
     open_store,
 )
 from slate_epoch.backends.azure import AzureBlobStore, _CodePointOrder
-from slate_epoch.testing.servers import azurite_connection_string, create_container
+from slate_epoch.testing.servers import azurite_connection_string, create_container, free_port
+from tests.fake_server import Handler, never_answer, read_head, read_request, reset_on_close, serve
+from tests.prefixes import check_the_prefix_is_prepended_and_stripped
 
 pytestmark = pytest.mark.anyio
 
@@ -365,7 +364,7 @@ async def test_no_token_from_the_credential_chain_is_access_denied(
     requests = Requests()
     store = AzureBlobStore(
         "container",
-        account_url=f"https://127.0.0.1:{_closed_port()}",
+        account_url=f"https://127.0.0.1:{free_port()}",  # a port nobody listens on
         client_options=requests.options,
     )
     async with store:
@@ -378,61 +377,28 @@ async def test_no_token_from_the_credential_chain_is_access_denied(
 
 # --- the real server ------------------------------------------------------------------------------
 
-
-async def test_round_trip_and_etags_in_one_unquoted_form(azure: AzureBlobStore) -> None:
-    put = await azure.put("a/b", b"hello", mode="create")
-    got = await azure.get("a/b")
-    meta = await azure.head("a/b")
-    [listed] = [m async for m in azure.list("")]
-    assert got.body == b"hello"
-    assert put.etag == got.etag == meta.etag == listed.etag
-    assert '"' not in put.etag
-    assert (meta.key, meta.size) == (listed.key, listed.size) == ("a/b", 5)
+# What every store does (puts in each mode, missing keys, listings) is in test_store_contract.py,
+# which runs on Azurite too (an update of a missing blob: Azurite answers 412; Azure's 404 is in
+# test_answers_azurite_never_gives); here, what is Azure's own.
 
 
-async def test_create_on_a_taken_key_is_already_exists(azure: AzureBlobStore) -> None:
+async def test_etags_come_unquoted_and_a_quoted_one_is_the_same_version(
+    azure: AzureBlobStore,
+) -> None:
+    """Azure puts quotes around its etags: the store takes them off (get, head and list give the
+    put's etag: test_store_contract.py), and takes an etag back with or without them."""
+    first = await azure.put("k", b"1", mode="create")
+    assert '"' not in first.etag
+    # a quoted etag, as HTTP headers carry them, is the same version
+    await azure.put("k", b"2", mode=UpdateVersion(f'"{first.etag}"'))
+    assert (await azure.get("k")).body == b"2"
+
+
+async def test_a_refused_create_chains_the_sdks_error(azure: AzureBlobStore) -> None:
     await azure.put("k", b"1", mode="create")
     with pytest.raises(AlreadyExistsError) as caught:
         await azure.put("k", b"2", mode="create")
     assert caught.value.__cause__ is not None  # the SDK's error, chained
-    assert (await azure.get("k")).body == b"1"
-
-
-async def test_update_with_the_current_etag_replaces(azure: AzureBlobStore) -> None:
-    first = await azure.put("k", b"1")
-    second = await azure.put("k", b"2", mode=UpdateVersion(first.etag))
-    assert second.etag != first.etag
-    # a quoted etag, as HTTP headers carry them, is the same version
-    await azure.put("k", b"3", mode=UpdateVersion(f'"{second.etag}"'))
-    assert (await azure.get("k")).body == b"3"
-
-
-async def test_update_with_a_stale_etag_is_a_precondition_error(azure: AzureBlobStore) -> None:
-    first = await azure.put("k", b"1")
-    await azure.put("k", b"2")
-    with pytest.raises(PreconditionError):
-        await azure.put("k", b"3", mode=UpdateVersion(first.etag))
-    assert (await azure.get("k")).body == b"2"
-
-
-async def test_update_of_a_missing_key_is_a_precondition_error(azure: AzureBlobStore) -> None:
-    """Azurite answers 412 here (Azure says 404; the fake-server test below covers that)."""
-    with pytest.raises(PreconditionError):
-        await azure.put("missing", b"1", mode=UpdateVersion("0x8DC0000000000000"))
-    with pytest.raises(NotFoundError):
-        await azure.get("missing")
-
-
-async def test_missing_keys(azure: AzureBlobStore) -> None:
-    with pytest.raises(NotFoundError):
-        await azure.get("missing")
-    with pytest.raises(NotFoundError):
-        await azure.head("missing")
-    await azure.delete("missing")  # no error
-    await azure.put("k", b"")
-    await azure.delete("k")
-    with pytest.raises(NotFoundError):
-        await azure.get("k")
 
 
 async def test_missing_container_on_every_operation(azure_connection_string: str) -> None:
@@ -456,27 +422,9 @@ async def test_missing_container_on_every_operation(azure_connection_string: str
 
 
 async def test_the_prefix_is_prepended_and_stripped(container: str) -> None:
-    async with (
-        AzureBlobStore(container, "tenant/a") as a,
-        AzureBlobStore(container, "tenant/ab/") as ab,
-        AzureBlobStore(container) as whole,
-    ):
-        await a.put("x/1", b"a")
-        await ab.put("x/1", b"ab")
-        await a.put("x/2", b"a", mode="create")  # no clash with ab's keys
-        assert [m.key async for m in whole.list("")] == [
-            "tenant/a/x/1",
-            "tenant/a/x/2",
-            "tenant/ab/x/1",
-        ]
-        assert [m.key async for m in a.list("")] == ["x/1", "x/2"]
-        assert [m.key async for m in a.list("x/", start_after="x/1")] == ["x/2"]
-        assert [m.key async for m in ab.list("x")] == ["x/1"]
-        assert [m.key async for m in ab.list("", start_after="x/1")] == []
-        assert (await ab.get("x/1")).body == b"ab"
-        assert (await whole.head("tenant/a/x/2")).size == 1
-        with pytest.raises(NotFoundError):
-            await a.get("b/x/1")  # "a" + "b/x/1" is not "ab/x/1"
+    await check_the_prefix_is_prepended_and_stripped(
+        lambda prefix: AzureBlobStore(container, prefix)
+    )
 
 
 async def test_listing_pages_lazily(container: str) -> None:
@@ -590,16 +538,10 @@ async def test_an_account_key_that_cannot_sign_is_access_denied(
     assert "hunter2secret" not in str(caught.value)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_unreachable_endpoint_fails_within_bounded_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     monkeypatch.setenv(CONNECTION_STRING, azurite_connection_string(endpoint))
     requests = Requests()
     started = time.monotonic()
@@ -616,27 +558,18 @@ async def test_unreachable_endpoint_fails_within_bounded_time(
 
 
 @asynccontextmanager
-async def _serve(
-    handler: Callable[[SocketStream], Awaitable[None]], monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[str]:
-    """FAKE SERVER helper: a TCP listener on 127.0.0.1 running ``handler`` per connection, set as
-    the connection string's endpoint."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    endpoint = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv(CONNECTION_STRING, azurite_connection_string(endpoint))
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
+async def _serve(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """FAKE SERVER helper: ``serve(handler)``, set as the connection string's endpoint."""
+    async with serve(handler) as endpoint:
+        monkeypatch.setenv(CONNECTION_STRING, azurite_connection_string(endpoint))
         yield endpoint
-        tg.cancel_scope.cancel()
 
 
 async def _read_request(stream: SocketStream) -> str:
-    """The request line and headers (the small bodies sent here come along or are dropped)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    return data.split(b"\r\n", 1)[0].decode()
+    """The request line (the headers are read; the small bodies sent here come along or are
+    dropped)."""
+    head, _ = await read_head(stream)
+    return head.split(b"\r\n", 1)[0].decode()
 
 
 def _error_answer(status: int, reason: str, code: str, *, head_request: bool = False) -> bytes:
@@ -755,9 +688,7 @@ async def test_a_reset_connection_is_transient(monkeypatch: pytest.MonkeyPatch) 
     async def hang_up(stream: SocketStream) -> None:
         async with stream:
             seen.append(await _read_request(stream))
-            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )  # close with RST
+            reset_on_close(stream)
 
     requests = Requests()
     async with (
@@ -776,14 +707,8 @@ async def test_a_server_that_never_answers_times_out_as_transient(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """FAKE SERVER: the request is read and never answered; read_timeout bounds the wait."""
-
-    async def stall(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stall, monkeypatch),
+        _serve(never_answer, monkeypatch),
         AzureBlobStore("container", read_timeout=0.3, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="Timeout"):
@@ -889,17 +814,7 @@ async def test_a_large_body_goes_out_whole_on_every_attempt(
 
     async def busy_then_created(stream: SocketStream) -> None:
         async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-            head, rest = data.split(b"\r\n\r\n", 1)
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            while len(rest) < length:
-                rest += await stream.receive()
+            _, rest = await read_request(stream)
             received.append(len(rest))
             assert rest == body
             if len(received) == 1:

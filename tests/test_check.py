@@ -40,6 +40,7 @@ from slate_epoch.backends.memory import MemoryStore
 from slate_epoch.cli import EXIT_CODES, EXIT_UNSUPPORTED_STORE
 from slate_epoch.testing import FaultyStore, ForwardingStore, Request
 from slate_epoch.testing.servers import GcpStorageEmulator, create_gcs_bucket
+from tests.listings import list_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -47,16 +48,12 @@ T = TypeVar("T")
 PROBES = "slate-epoch-check/"
 
 
-async def keys(store: ObjectStore, prefix: str = "") -> list[str]:
-    return [meta.key async for meta in store.list(prefix)]
-
-
 async def test_every_backend_passes_and_keeps_nothing(store: ObjectStore) -> None:
     report = await check_store(store)
     assert report.passed == tuple(STORE_CHECKS)
     assert report.prefix.startswith(PROBES)
     assert report.leftovers == ()
-    assert await keys(store) == []  # the probes are gone, and nothing else was written
+    assert await list_keys(store) == []  # the probes are gone, and nothing else was written
 
 
 # -- stores that must be refused ---------------------------------------------------------------
@@ -131,7 +128,7 @@ async def test_a_store_that_does_not_enforce_a_promise_is_refused(
         await check_store(broken(store))
     assert caught.value.check == check
     assert str(caught.value).startswith(f"check {check!r} failed: ")
-    assert await keys(store) == []  # cleaned up, even though the check failed
+    assert await list_keys(store) == []  # cleaned up, even though the check failed
 
 
 # -- other errors ------------------------------------------------------------------------------
@@ -160,7 +157,7 @@ async def test_transient_errors_are_retried_on_fresh_keys(seed: int) -> None:
     report = await check_store(faulty, timeout=30)
     assert report.passed == tuple(STORE_CHECKS)
     assert faulty.counts["lost"] + faulty.counts["error"] > 0
-    assert await keys(memory) == []
+    assert await list_keys(memory) == []
 
 
 async def test_a_store_that_keeps_failing_times_out() -> None:
@@ -192,9 +189,9 @@ async def test_a_cancelled_check_still_removes_its_probes() -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(check_store, stalling)
         await stalling.stalled.wait()
-        assert await keys(memory, PROBES)  # probes stand while the check runs
+        assert await list_keys(memory, PROBES)  # probes stand while the check runs
         group.cancel_scope.cancel()
-    assert await keys(memory) == []
+    assert await list_keys(memory) == []
 
 
 async def test_the_probes_never_touch_what_the_root_holds(store: ObjectStore) -> None:
@@ -204,9 +201,9 @@ async def test_the_probes_never_touch_what_the_root_holds(store: ObjectStore) ->
 
     await claim_epoch(store, "slate-epoch-check")
     await claim_epoch(store)
-    before = await keys(store)
+    before = await list_keys(store)
     await check_store(store)
-    assert await keys(store) == before
+    assert await list_keys(store) == before
 
 
 # -- gcp-storage-emulator: a real server that ignores preconditions ----------------------------
@@ -229,7 +226,7 @@ async def test_gcp_storage_emulator_is_refused(emulator_endpoint: str) -> None:
             with pytest.raises(UnsupportedStoreError) as caught:
                 await check_store(store)
             assert caught.value.check == "create-if-absent"
-            assert await keys(store) == []
+            assert await list_keys(store) == []
 
 
 def test_the_command_line_exits_7_with_one_line_on_gcp_storage_emulator(

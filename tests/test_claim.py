@@ -30,15 +30,11 @@ from slate_epoch import (
 )
 from slate_epoch.testing import FaultyStore
 from tests.interpose import Interposer
+from tests.listings import manifest_ids
 
 pytestmark = pytest.mark.anyio
 
 FAST = Backoff(initial=0.001, maximum=0.01)
-
-
-async def manifest_ids(store: ObjectStore, root: str = "") -> list[int]:
-    prefix = f"{root}/manifest/" if root else "manifest/"
-    return [int(meta.key[len(prefix) :][:20]) async for meta in store.list(prefix)]
 
 
 async def all_manifests(store: ObjectStore, root: str = "") -> list[Manifest]:

@@ -25,6 +25,7 @@ from slate_epoch import (
 )
 from slate_epoch.testing import FaultyStore
 from tests.interpose import Interposer
+from tests.listings import manifest_ids
 
 pytestmark = pytest.mark.anyio
 
@@ -42,11 +43,6 @@ def tokens(manifest: Manifest) -> list[str]:
     return [t for t in manifest.state.decode().split(";") if t]
 
 
-async def stored_ids(store: ObjectStore, root: str = "") -> list[int]:
-    prefix = f"{root}/manifest/" if root else "manifest/"
-    return [int(meta.key[len(prefix) :][:20]) async for meta in store.list(prefix)]
-
-
 async def snapshot(store: ObjectStore) -> dict[str, bytes]:
     return {meta.key: (await store.get(meta.key)).body async for meta in store.list("")}
 
@@ -56,7 +52,7 @@ async def test_collection_keeps_the_newest_versions_and_claims_go_on(store: Obje
         await claim_epoch(store)
     report = await collect_garbage(store, keep=3)
     assert (report.latest_id, report.boundary, report.deleted) == (10, 7, tuple(range(1, 8)))
-    assert await stored_ids(store) == [8, 9, 10]
+    assert await manifest_ids(store) == [8, 9, 10]
     assert await ManifestStore(store).read_boundary() == 7
 
     warm = await claim_epoch(store)
@@ -72,7 +68,7 @@ async def test_the_newest_version_is_never_deleted(store: ObjectStore) -> None:
     for _ in range(4):
         await claim_epoch(store)
     assert (await collect_garbage(store, keep=1)).deleted == (1, 2, 3, 4)
-    assert await stored_ids(store) == [5]
+    assert await manifest_ids(store) == [5]
     assert (await claim_epoch(Interposer(store))).epoch == 6
 
 
@@ -105,13 +101,13 @@ async def test_a_stale_process_claims_above_the_newest(store: ObjectStore) -> No
     for _ in range(20):
         await claim_epoch(store)
     await collect_garbage(store, keep=2)
-    assert await stored_ids(store) == [20, 21]
+    assert await manifest_ids(store) == [20, 21]
 
     # Its first try recreates the deleted id 2; the boundary check makes that a conflict, and
     # the recreated object is taken away at once.
     handle = await claim_epoch(stale, backoff=FAST)
     assert (handle.epoch, handle.manifest_id) == (22, 22)
-    assert await stored_ids(store) == [20, 21, 22]
+    assert await manifest_ids(store) == [20, 21, 22]
 
 
 async def test_a_recreation_left_behind_is_never_read_and_the_next_collection_deletes_it(
@@ -125,12 +121,12 @@ async def test_a_recreation_left_behind_is_never_read_and_the_next_collection_de
     faulty.script("error", op="delete")  # its clean-up of the recreated id 2 fails
     handle = await claim_epoch(faulty, backoff=FAST)
     assert (handle.epoch, handle.manifest_id) == (22, 22)
-    assert 2 in await stored_ids(store)  # left behind: garbage, below the boundary
+    assert 2 in await manifest_ids(store)  # left behind: garbage, below the boundary
     with pytest.raises(NotFoundError, match="retention boundary"):
         await ManifestStore(store).read(2)  # never taken for a version
     report = await collect_garbage(store, keep=2)
     assert 2 in report.deleted
-    assert await stored_ids(store) == [21, 22]
+    assert await manifest_ids(store) == [21, 22]
 
 
 async def test_a_stale_handle_still_sees_the_newer_epoch(store: ObjectStore) -> None:
@@ -145,7 +141,7 @@ async def test_a_stale_handle_still_sees_the_newer_epoch(store: ObjectStore) -> 
         await stale.update(append("zombie"))
     final = await newer.refresh()
     assert tokens(final) == [f"n{i}" for i in range(8)]
-    assert await stored_ids(store) == [9, 10]
+    assert await manifest_ids(store) == [9, 10]
 
 
 async def test_a_stale_holder_writes_once_on_top_after_collection(store: ObjectStore) -> None:
@@ -182,7 +178,7 @@ async def test_lost_update_response_whose_version_was_collected_is_applied_once(
     assert tokens(result) == ["once"]
     # its resend recreated the deleted id 3: garbage below the boundary (not a second landing),
     # taken away at once
-    assert await stored_ids(store) == [6, 7]
+    assert await manifest_ids(store) == [6, 7]
     newest = await writer.refresh()
     assert tokens(newest).count("once") == 1
     assert tokens(newest) == ["once", "c0", "c1", "c2", "c3"]
@@ -197,7 +193,7 @@ async def test_a_lost_response_on_a_recreated_id_is_not_a_landed_write(
     for i in range(6):
         await compactor.update(append(f"c{i}"))
     await collect_garbage(store, keep=2)
-    assert await stored_ids(store) == [7, 8]
+    assert await manifest_ids(store) == [7, 8]
 
     # The writer's create recreates the deleted id 2, and that response is lost: the retry then
     # finds its own bytes at 2. They are in nobody's history, so the update goes on, and lands
@@ -206,7 +202,7 @@ async def test_a_lost_response_on_a_recreated_id_is_not_a_landed_write(
     result = await writer.update(append("w"), timeout=10)
     assert tokens(result) == [f"c{i}" for i in range(6)] + ["w"]
     assert writer.manifest_id == 9
-    assert await stored_ids(store) == [7, 8, 9]  # the recreation of 2 was taken away
+    assert await manifest_ids(store) == [7, 8, 9]  # the recreation of 2 was taken away
     assert tokens(await compactor.refresh()).count("w") == 1
 
 
@@ -254,5 +250,5 @@ async def test_collection_runs_safely_beside_claims_and_updates(store: ObjectSto
     final = tokens(latest[1])
     for token in acknowledged:
         assert final.count(token) == 1, token
-    ids = await stored_ids(store)
+    ids = await manifest_ids(store)
     assert ids == [latest[0]]

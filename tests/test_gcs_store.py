@@ -11,16 +11,14 @@ runs on GCS as well through the ``store`` fixture, on asyncio and trio.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
-import anyio.abc
 import httpx
 import pytest
 from anyio.abc import SocketStream
@@ -40,10 +38,14 @@ from slate_epoch import (
     open_store,
 )
 from slate_epoch.backends.gcs import DEFAULT_ENDPOINT, GCSStore
-from slate_epoch.testing.servers import GcpStorageEmulator, create_gcs_bucket
+from slate_epoch.testing.servers import GcpStorageEmulator, create_gcs_bucket, free_port
+from tests.fake_server import never_answer, read_request, reset_on_close, serve
 
 # Every test here has the session's fake-gcs-server and STORAGE_EMULATOR_HOST naming it, so no
 # request can reach Google; tests that need another endpoint name it explicitly.
+from tests.listings import list_keys
+from tests.prefixes import check_the_prefix_is_prepended_and_stripped
+
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("gcs_endpoint")]
 
 
@@ -97,9 +99,7 @@ def _kind(request: httpx.Request) -> str:
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
 
 
 # --- URLs and arguments (no I/O) ------------------------------------------------------------------
@@ -300,6 +300,10 @@ async def test_runs_on_asyncio_and_trio(bucket: str, anyio_backend: str) -> None
 
 # --- the real server ------------------------------------------------------------------------------
 
+# What every store does is in test_store_contract.py, which runs on this server too: above all
+# the protocol's foundation, that a second create of one key never succeeds, not even from
+# sixteen clients at once (if it did, two claimers could both win). Here, what is GCS's own.
+
 
 async def test_round_trip_and_the_etag_is_the_generation(
     gcs: GCSStore, gcs_endpoint: str, bucket: str
@@ -333,7 +337,7 @@ async def test_the_server_ignores_preconditions_on_media_uploads(
 ) -> None:
     """Why every write is a multipart upload: fake-gcs-server lets a second create of one key
     through when it comes as ``uploadType=media``. (If it ever starts refusing it, fine: the
-    multipart tests below still decide.)"""
+    creates of test_store_contract.py, multipart uploads, still decide.)"""
     url = f"{gcs_endpoint}/upload/storage/v1/b/{bucket}/o"
     params = {"uploadType": "media", "name": "k", "ifGenerationMatch": "0"}
     async with httpx.AsyncClient() as client:
@@ -342,65 +346,11 @@ async def test_the_server_ignores_preconditions_on_media_uploads(
     assert (first.status_code, second.status_code) == (200, 200)
 
 
-async def test_a_second_create_of_one_key_never_succeeds(gcs: GCSStore) -> None:
-    """The protocol's foundation: if this fails, two claimers can both win."""
+async def test_a_refused_create_chains_the_http_error(gcs: GCSStore) -> None:
     await gcs.put("k", b"first", mode="create")
-    for body in (b"second", b"first", b""):
-        with pytest.raises(AlreadyExistsError) as caught:
-            await gcs.put("k", body, mode="create")
-        assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)  # chained
-    await gcs.put("k", b"overwritten")  # an overwrite does not make the key free
-    with pytest.raises(AlreadyExistsError):
-        await gcs.put("k", b"third", mode="create")
-    assert (await gcs.get("k")).body == b"overwritten"
-
-
-async def test_sixteen_concurrent_creates_of_one_key_have_one_winner(bucket: str) -> None:
-    """Sixteen clients (one store each: separate connections), one key, at once."""
-    winners: list[tuple[bytes, str]] = []
-    losers: list[int] = []
-    async with AsyncExitStack() as stack:
-        stores = [await stack.enter_async_context(GCSStore(bucket)) for _ in range(16)]
-
-        async def create(i: int) -> None:
-            body = f"writer {i}".encode()
-            try:
-                put = await stores[i].put("contested", body, mode="create")
-            except AlreadyExistsError:
-                losers.append(i)
-            else:
-                winners.append((body, put.etag))
-
-        for round_ in range(3):
-            winners.clear()
-            losers.clear()
-            await stores[0].delete("contested")
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    for i in range(16):
-                        tg.start_soon(create, i)
-            assert (len(winners), len(losers)) == (1, 15), f"round {round_}"
-            got = await stores[0].get("contested")
-            assert (got.body, got.etag) == winners[0]
-
-
-async def test_update_with_a_stale_generation_is_a_precondition_error(gcs: GCSStore) -> None:
-    first = await gcs.put("k", b"1")
-    second = await gcs.put("k", b"2", mode=UpdateVersion(first.etag))
-    with pytest.raises(PreconditionError):
-        await gcs.put("k", b"3", mode=UpdateVersion(first.etag))
-    got = await gcs.get("k")
-    assert (got.body, got.etag) == (b"2", second.etag)
-
-
-async def test_update_of_a_missing_key_is_a_precondition_error(gcs: GCSStore) -> None:
-    gone = await gcs.put("k", b"1")
-    await gcs.delete("k")
-    with pytest.raises(PreconditionError):
-        await gcs.put("k", b"2", mode=UpdateVersion(gone.etag))
-    with pytest.raises(PreconditionError):
-        await gcs.put("never", b"2", mode=UpdateVersion("1234"))
-    assert [m async for m in gcs.list("")] == []
+    with pytest.raises(AlreadyExistsError) as caught:
+        await gcs.put("k", b"second", mode="create")
+    assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)  # chained
 
 
 async def test_an_etag_that_is_no_generation_is_refused_without_a_request(gcs: GCSStore) -> None:
@@ -436,38 +386,15 @@ async def test_a_missing_bucket_on_every_operation(gcs: GCSStore) -> None:
             lambda: store.put("k", b""),
             lambda: store.put("k", b"", mode=UpdateVersion(etag)),
             lambda: store.delete("k"),
-            lambda: _list_all(store),
+            lambda: list_keys(store),
         ]
         for operation in operations:
             with pytest.raises(BucketNotFoundError, match="'no-such-bucket-here' does not exist"):
                 await operation()
 
 
-async def _list_all(store: GCSStore) -> list[str]:
-    return [m.key async for m in store.list("")]
-
-
 async def test_the_prefix_is_prepended_and_stripped(bucket: str) -> None:
-    async with (
-        GCSStore(bucket, "tenant/a") as a,
-        GCSStore(bucket, "tenant/ab/") as ab,
-        GCSStore(bucket) as whole,
-    ):
-        await a.put("x/1", b"a")
-        await ab.put("x/1", b"ab")
-        await a.put("x/2", b"a", mode="create")  # no clash with ab's keys
-        assert [m.key async for m in whole.list("")] == [
-            "tenant/a/x/1",
-            "tenant/a/x/2",
-            "tenant/ab/x/1",
-        ]
-        assert [m.key async for m in a.list("")] == ["x/1", "x/2"]
-        assert [m.key async for m in a.list("x/", start_after="x/1")] == ["x/2"]
-        assert [m.key async for m in ab.list("x")] == ["x/1"]
-        assert (await ab.get("x/1")).body == b"ab"
-        assert (await whole.head("tenant/a/x/2")).size == 1
-        await ab.delete("x/1")
-        assert (await a.get("x/1")).body == b"a"
+    await check_the_prefix_is_prepended_and_stripped(lambda prefix: GCSStore(bucket, prefix))
 
 
 async def test_listing_pages_lazily(bucket: str) -> None:
@@ -568,24 +495,10 @@ async def test_on_gcp_storage_emulator_the_store_behaves_sanely(emulator_endpoin
             with pytest.raises(BucketNotFoundError):
                 await missing.get("a")
             with pytest.raises(BucketNotFoundError):
-                await _list_all(missing)
+                await list_keys(missing)
 
 
 # --- what fake-gcs-server never answers: fake servers ---------------------------------------------
-
-
-Handler = Callable[[SocketStream], Awaitable[None]]
-
-
-@asynccontextmanager
-async def _serve(handler: Handler) -> AsyncIterator[str]:
-    """FAKE SERVER helper: a TCP listener on 127.0.0.1 running ``handler`` per connection."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
-        yield f"http://127.0.0.1:{port}"
-        tg.cancel_scope.cancel()
 
 
 class Received:
@@ -602,16 +515,7 @@ class Received:
 
 
 async def _read_request(stream: SocketStream) -> Received:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    head, body = data.split(b"\r\n\r\n", 1)
-    received = Received(head, b"")
-    length = int(received.headers.get("content-length", "0"))
-    while len(body) < length:
-        body += await stream.receive()
-    received.body = body
-    return received
+    return Received(*await read_request(stream))
 
 
 def _answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
@@ -641,7 +545,7 @@ async def test_throttling_and_server_errors_are_retried_then_transient(
             seen.append(await _read_request(stream))
             await stream.send(_answer(status, _gcs_error(status, reason)))
 
-    async with _serve(failing) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
+    async with serve(failing) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match=f"HTTP {status}"):
             await store.put("k", b"x", mode="create")
     assert len(seen) == 3
@@ -661,7 +565,7 @@ async def test_a_retry_that_succeeds_returns_its_answer() -> None:
                 answer = json.dumps({"name": "k", "generation": "42", "size": "1"})
                 await stream.send(_answer(200, answer.encode()))
 
-    async with _serve(flaky) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
+    async with serve(flaky) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
         with anyio.fail_after(30):
             assert (await store.put("k", b"x", mode="create")).etag == "42"
     assert len(seen) == 3
@@ -674,11 +578,9 @@ async def test_a_reset_connection_is_transient() -> None:
     async def hang_up(stream: SocketStream) -> None:
         async with stream:
             seen.append(await _read_request(stream))
-            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )  # close with RST
+            reset_on_close(stream)
 
-    async with _serve(hang_up) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
+    async with serve(hang_up) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
         with anyio.fail_after(30), pytest.raises(TransientStoreError) as caught:
             await store.put("k", b"x", mode="create")
     assert not isinstance(caught.value, StoreUnreachableError)  # it was reached: outcome unknown
@@ -687,14 +589,8 @@ async def test_a_reset_connection_is_transient() -> None:
 
 async def test_a_server_that_never_answers_times_out_as_transient() -> None:
     """FAKE SERVER: the request is read and never answered; read_timeout bounds the wait."""
-
-    async def stall(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stall) as endpoint,
+        serve(never_answer) as endpoint,
         _fake_store(endpoint, read_timeout=0.3, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="ReadTimeout"):
@@ -711,7 +607,7 @@ async def test_a_body_cut_short_is_transient() -> None:
             head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Goog-Generation: 7\r\n\r\n"
             await stream.send(head + b"SLEM012345")
 
-    async with _serve(cut_short) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
+    async with serve(cut_short) as endpoint, _fake_store(endpoint, max_attempts=2) as store:
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="outcome unknown"):
             await store.get("r/manifest/00000000000000000001.manifest")
     assert len(seen) == 2
@@ -727,11 +623,11 @@ async def test_refused_credentials_are_access_denied(status: int, reason: str) -
             seen.append(await _read_request(stream))
             await stream.send(_answer(status, _gcs_error(status, reason)))
 
-    async with _serve(refuse) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
+    async with serve(refuse) as endpoint, _fake_store(endpoint, max_attempts=3) as store:
         with anyio.fail_after(30), pytest.raises(AccessDeniedError, match=f"{status} {reason}"):
             await store.get("k")
         with anyio.fail_after(30), pytest.raises(AccessDeniedError):
-            await _list_all(store)
+            await list_keys(store)
     assert len(seen) == 2
 
 
@@ -745,7 +641,7 @@ async def test_a_server_that_does_not_implement_conditional_writes_is_unsupporte
             seen.append(await _read_request(stream))
             await stream.send(_answer(501, _gcs_error(501, "notImplemented")))
 
-    async with _serve(not_implemented) as endpoint, _fake_store(endpoint) as store:
+    async with serve(not_implemented) as endpoint, _fake_store(endpoint) as store:
         with anyio.fail_after(30), pytest.raises(UnsupportedStoreError, match="ifGenerationMatch"):
             await store.put("k", b"x", mode="create")
         assert len(seen) == 1
@@ -767,7 +663,7 @@ async def test_an_update_answered_404_is_a_precondition_error() -> None:
             else:
                 await stream.send(_answer(404, _gcs_error(404, "notFound")))
 
-    async with _serve(not_found) as endpoint, _fake_store(endpoint) as store:
+    async with serve(not_found) as endpoint, _fake_store(endpoint) as store:
         with anyio.fail_after(30), pytest.raises(PreconditionError):
             await store.put("k", b"x", mode=UpdateVersion("17"))
     assert [r.path for r in seen] == ["/upload/storage/v1/b/bucket/o", "/storage/v1/b/bucket"]
@@ -828,7 +724,7 @@ async def test_application_default_credentials_sign_every_request(
                 await stream.send(_answer(200, b"hello", {"X-Goog-Generation": "7"}))
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
-    async with _serve(google) as endpoint:
+    async with serve(google) as endpoint:
         key_file = _service_account_file(tmp_path, private_key_pem, f"{endpoint}/token")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
         async with GCSStore("bucket", endpoint_url=endpoint) as store:
@@ -857,7 +753,7 @@ async def test_credentials_given_as_an_argument_are_used_instead_of_adc(
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/never-read.json")
-    async with _serve(storage) as endpoint:
+    async with serve(storage) as endpoint:
         credentials = Credentials(token="fixed-token")  # type: ignore[no-untyped-call]
         async with GCSStore("bucket", endpoint_url=endpoint, credentials=credentials) as store:
             with anyio.fail_after(30):
@@ -882,7 +778,7 @@ async def test_credentials_the_token_endpoint_refuses_are_access_denied(
             await stream.send(_answer(400, json.dumps(error).encode()))
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
-    async with _serve(refuse) as endpoint:
+    async with serve(refuse) as endpoint:
         key_file = _service_account_file(tmp_path, private_key_pem, f"{endpoint}/token")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
         async with GCSStore("bucket", endpoint_url=endpoint) as store:

@@ -40,6 +40,7 @@ from slate_epoch._lease import decode_lease, encode_lease
 from slate_epoch._store import Body, listing, validate_key
 from slate_epoch.backends.memory import MemoryStore
 from slate_epoch.testing import FaultyStore
+from tests.listings import manifest_ids
 
 pytestmark = pytest.mark.anyio
 
@@ -64,12 +65,6 @@ def options(**overrides: Unpack[Options]) -> Options:
     chosen: Options = {"lease": LEASE, "backoff": FAST}
     chosen.update(overrides)
     return chosen
-
-
-async def manifest_ids(store: ObjectStore, root: str = ROOT) -> list[int]:
-    prefix = f"{root}/manifest/"
-    async with listing(store, prefix) as metas:
-        return [int(meta.key[len(prefix) :][:20]) async for meta in metas]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
@@ -366,7 +361,7 @@ async def test_timeout_while_the_holder_renews(store: ObjectStore) -> None:
                 async with lead(store, ROOT, **options(timeout=3 * LEASE)):
                     pytest.fail("entered while the holder renews")
             waited = anyio.current_time() - started
-            assert await manifest_ids(store) == [1]  # the standby claimed nothing
+            assert await manifest_ids(store, ROOT) == [1]  # the standby claimed nothing
             holder_leave.set()
     assert excinfo.type is ClaimTimeoutError
     assert 3 * LEASE <= waited < 3 * LEASE + SLACK
@@ -400,7 +395,7 @@ async def test_an_uncontended_renewal_is_two_requests_and_no_manifest_version(
             await eventually(five_renewals_and_between_two)
     assert sorted(set(calls)) == [("head", next_manifest, None), ("put", key, "update")]
     assert calls.count(("put", key, "update")) == calls.count(("head", next_manifest, None))
-    assert await manifest_ids(store) == [1]  # renewals add no manifest version
+    assert await manifest_ids(store, ROOT) == [1]  # renewals add no manifest version
     assert (await lease_of(store)).renewals >= len(calls) // 2
 
 
@@ -477,13 +472,13 @@ async def test_two_standbys_race_for_one_takeover_and_exactly_one_claims(
             assert entered[winner] == 2
             await anyio.sleep(3 * LEASE)  # the winner renews; the loser keeps waiting
             assert list(entered) == [winner]
-            assert await manifest_ids(store) == [1, 2]  # the loser burned no epoch
+            assert await manifest_ids(store, ROOT) == [1, 2]  # the loser burned no epoch
             leave[winner].set()
             loser = "b" if winner == "a" else "a"
             await entering[loser].wait()
             assert entered[loser] == 3
             leave[loser].set()
-    assert await manifest_ids(store) == [1, 2, 3]
+    assert await manifest_ids(store, ROOT) == [1, 2, 3]
 
 
 # -- the lease object ----------------------------------------------------------------------------
@@ -503,7 +498,7 @@ async def test_a_corrupt_lease_is_reported_naming_its_key_and_left_alone(
     assert isinstance(excinfo.value, ManifestCorruptError)  # the CLI's "corrupt" exit code
     assert excinfo.value.key == key
     assert (await store.get(key)).body == garbage
-    assert await manifest_ids(store) == []
+    assert await manifest_ids(store, ROOT) == []
 
 
 async def test_a_lease_corrupted_while_leading_stops_the_body(store: ObjectStore) -> None:

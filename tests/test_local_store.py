@@ -33,6 +33,7 @@ from slate_epoch import (
 from slate_epoch._store import listing
 from slate_epoch.backends import local as local_module
 from slate_epoch.backends.local import LocalStore
+from tests.listings import list_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -56,10 +57,6 @@ def disk(root: Path) -> dict[str, bytes | None]:
 
 def temp_files(root: Path) -> list[str]:
     return sorted(os.listdir(root / ".slate-epoch" / "tmp"))
-
-
-async def list_keys(store: LocalStore, prefix: str = "", **kwargs: str) -> list[str]:
-    return [meta.key async for meta in store.list(prefix, **kwargs)]
 
 
 @pytest.fixture

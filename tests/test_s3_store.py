@@ -3,7 +3,8 @@
 Most tests talk to the moto server over HTTP. Where a test uses something else it says so in its
 docstring: "STUBBED" (botocore's Stubber answers instead of a server: 409 and 5xx bodies that moto
 never sends) or "FAKE SERVER" (a raw TCP listener in the test that resets, stalls, cuts an
-answer short, answers 503 or records what it received). Every test runs on asyncio and trio.
+answer short, answers 503 or records what it received). Every test runs on asyncio and trio
+(conftest's ``anyio_backend``: S3Store's transport is httpx on both).
 The behaviour suite (test_claim.py, test_manifest.py, ...) runs on S3 through the ``store``
 fixture as well.
 """
@@ -12,13 +13,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import socket
 import ssl
 import statistics
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -32,7 +32,6 @@ from slate_epoch import (
     BucketNotFoundError,
     InvalidKeyError,
     NotFoundError,
-    PreconditionError,
     StoreError,
     StoreUnreachableError,
     TransientStoreError,
@@ -43,16 +42,12 @@ from slate_epoch import (
 )
 from slate_epoch.backends import _s3_shared
 from slate_epoch.backends.s3 import S3Store
-from slate_epoch.testing.servers import MotoServer, create_bucket
+from slate_epoch.testing.servers import MotoServer, create_bucket, free_port
+from tests.fake_server import never_answer, read_head, read_request, reset_on_close, serve
+from tests.prefixes import check_the_prefix_is_prepended_and_stripped
 
 # Dummy credentials for every test here, including those that never reach moto.
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_test_environment")]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every test here runs on both loops: S3Store's transport is httpx on both."""
-    return str(request.param)
 
 
 @pytest.fixture
@@ -228,61 +223,26 @@ async def test_close_happens_even_when_cancelled(s3_endpoint: str) -> None:
 
 # --- the real server ------------------------------------------------------------------------------
 
-
-async def test_round_trip_and_etags_in_one_unquoted_form(s3: S3Store) -> None:
-    put = await s3.put("a/b", b"hello", mode="create")
-    got = await s3.get("a/b")
-    meta = await s3.head("a/b")
-    [listed] = [m async for m in s3.list("")]
-    assert got.body == b"hello"
-    assert put.etag == got.etag == meta.etag == listed.etag
-    assert '"' not in put.etag
-    assert (meta.key, meta.size) == (listed.key, listed.size) == ("a/b", 5)
+# What every store does (puts in each mode, missing keys, listings) is in test_store_contract.py,
+# which runs on moto too (an update of a missing key: moto answers 404 NoSuchKey, as AWS does,
+# where other servers say 412); here, what is S3's own.
 
 
-async def test_create_on_a_taken_key_is_already_exists(s3: S3Store) -> None:
+async def test_etags_come_unquoted_and_a_quoted_one_is_the_same_version(s3: S3Store) -> None:
+    """S3 puts quotes around its etags: the store takes them off (get, head and list give the
+    put's etag: test_store_contract.py), and takes an etag back with or without them."""
+    first = await s3.put("k", b"1", mode="create")
+    assert '"' not in first.etag
+    # a quoted etag, as some tools print them, is the same version
+    await s3.put("k", b"2", mode=UpdateVersion(f'"{first.etag}"'))
+    assert (await s3.get("k")).body == b"2"
+
+
+async def test_a_refused_create_chains_the_botocore_error(s3: S3Store) -> None:
     await s3.put("k", b"1", mode="create")
     with pytest.raises(AlreadyExistsError) as caught:
         await s3.put("k", b"2", mode="create")
     assert caught.value.__cause__ is not None  # the botocore error, chained
-    assert (await s3.get("k")).body == b"1"
-
-
-async def test_update_with_the_current_etag_replaces(s3: S3Store) -> None:
-    first = await s3.put("k", b"1")
-    second = await s3.put("k", b"2", mode=UpdateVersion(first.etag))
-    assert second.etag != first.etag
-    # a quoted etag, as some tools print them, is the same version
-    await s3.put("k", b"3", mode=UpdateVersion(f'"{second.etag}"'))
-    assert (await s3.get("k")).body == b"3"
-
-
-async def test_update_with_a_stale_etag_is_a_precondition_error(s3: S3Store) -> None:
-    first = await s3.put("k", b"1")
-    await s3.put("k", b"2")
-    with pytest.raises(PreconditionError):
-        await s3.put("k", b"3", mode=UpdateVersion(first.etag))
-    assert (await s3.get("k")).body == b"2"
-
-
-async def test_update_of_a_missing_key_is_a_precondition_error(s3: S3Store) -> None:
-    """moto answers 404 NoSuchKey here, as AWS does (other servers say 412)."""
-    with pytest.raises(PreconditionError):
-        await s3.put("missing", b"1", mode=UpdateVersion("0123abcd"))
-    with pytest.raises(NotFoundError):
-        await s3.get("missing")
-
-
-async def test_missing_keys(s3: S3Store) -> None:
-    with pytest.raises(NotFoundError):
-        await s3.get("missing")
-    with pytest.raises(NotFoundError):
-        await s3.head("missing")
-    await s3.delete("missing")  # no error
-    await s3.put("k", b"")
-    await s3.delete("k")
-    with pytest.raises(NotFoundError):
-        await s3.get("k")
 
 
 async def test_missing_bucket(s3_endpoint: str) -> None:
@@ -301,24 +261,9 @@ async def test_missing_bucket(s3_endpoint: str) -> None:
 
 
 async def test_the_prefix_is_prepended_and_stripped(s3_endpoint: str, bucket: str) -> None:
-    async with (
-        S3Store(bucket, "tenant/a", endpoint_url=s3_endpoint) as a,
-        S3Store(bucket, "tenant/ab/", endpoint_url=s3_endpoint) as ab,
-        S3Store(bucket, endpoint_url=s3_endpoint) as whole,
-    ):
-        await a.put("x/1", b"a")
-        await ab.put("x/1", b"ab")
-        await a.put("x/2", b"a", mode="create")  # no clash with ab's keys
-        assert [m.key async for m in whole.list("")] == [
-            "tenant/a/x/1",
-            "tenant/a/x/2",
-            "tenant/ab/x/1",
-        ]
-        assert [m.key async for m in a.list("")] == ["x/1", "x/2"]
-        assert [m.key async for m in a.list("x/", start_after="x/1")] == ["x/2"]
-        assert [m.key async for m in ab.list("x")] == ["x/1"]
-        assert (await ab.get("x/1")).body == b"ab"
-        assert (await whole.head("tenant/a/x/2")).size == 1
+    await check_the_prefix_is_prepended_and_stripped(
+        lambda prefix: S3Store(bucket, prefix, endpoint_url=s3_endpoint)
+    )
 
 
 async def test_listing_pages_lazily(s3: S3Store) -> None:
@@ -366,9 +311,7 @@ async def test_no_credentials_in_the_chain(
 
 
 async def test_unreachable_endpoint_fails_within_bounded_time() -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     started = time.monotonic()
     async with S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store:
         with anyio.fail_after(30), pytest.raises(StoreUnreachableError, match="cannot reach"):
@@ -519,48 +462,18 @@ async def test_throttling_and_server_errors_are_transient(
             await call()
 
 
-@asynccontextmanager
-async def _serve(handler: Callable[[SocketStream], Awaitable[None]]) -> AsyncIterator[str]:
-    """FAKE SERVER helper: a TCP listener on 127.0.0.1 running ``handler`` per connection."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
-        yield f"http://127.0.0.1:{port}"
-        tg.cancel_scope.cancel()
-
-
-async def _read_request(stream: SocketStream) -> tuple[bytes, bytes]:
-    """The request line and headers, and whatever came after them."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head, rest
-
-
-async def _read_whole_request(stream: SocketStream) -> tuple[bytes, bytes]:
-    """The request line and headers, and the body (Content-Length bytes)."""
-    head, body = await _read_request(stream)
-    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-    length = int(fields.get(b"Content-Length", b"0"))
-    while len(body) < length:
-        body += await stream.receive()
-    return head, body
-
-
 async def test_the_clients_retries_are_bounded_then_transient() -> None:
     """FAKE SERVER: every request gets 503 SlowDown; the client tries max_attempts times."""
     body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>"
 
     async def slow_down(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             head = f"HTTP/1.1 503 Slow Down\r\nContent-Length: {len(body)}\r\n"
             await stream.send(head.encode() + b"Connection: close\r\n\r\n" + body)
 
     async with (
-        _serve(slow_down) as endpoint,
+        serve(slow_down) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=3) as store,
     ):
         requests = Requests(store)
@@ -574,13 +487,11 @@ async def test_a_reset_connection_is_transient() -> None:
 
     async def hang_up(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
-            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )  # close with RST
+            await read_head(stream)
+            reset_on_close(stream)
 
     async with (
-        _serve(hang_up) as endpoint,
+        serve(hang_up) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError) as caught:
@@ -590,14 +501,8 @@ async def test_a_reset_connection_is_transient() -> None:
 
 async def test_a_server_that_never_answers_times_out_as_transient() -> None:
     """FAKE SERVER: the request is read and never answered; read_timeout bounds the wait."""
-
-    async def stall(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stall) as endpoint,
+        serve(never_answer) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, read_timeout=0.3, max_attempts=2) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="Timeout"):
@@ -609,12 +514,12 @@ async def test_a_body_cut_short_is_transient() -> None:
 
     async def cut_short(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             head = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\nETag: "abc"\r\n\r\n'
             await stream.send(head + b"SLEM012345")
 
     async with (
-        _serve(cut_short) as endpoint,
+        serve(cut_short) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="broke off"):
@@ -628,11 +533,11 @@ async def test_an_error_answer_cut_short_is_transient() -> None:
 
     async def cut_short(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             await stream.send(b"HTTP/1.1 503 Slow Down\r\nContent-Length: 100\r\n\r\n<Error><C")
 
     async with (
-        _serve(cut_short) as endpoint,
+        serve(cut_short) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
     ):
         with anyio.fail_after(30), pytest.raises(TransientStoreError, match="broke off"):
@@ -643,14 +548,8 @@ async def test_a_server_that_stops_reading_the_body_is_transient_not_unreachable
     """FAKE SERVER: the server reads a PUT's headers, then never reads its body (bigger than the
     socket buffers): the write times out after read_timeout. The server was reached and holds
     part of the request: the outcome is unknown, not "unreachable"."""
-
-    async def stop_reading(stream: SocketStream) -> None:
-        async with stream:
-            await _read_request(stream)
-            await anyio.sleep_forever()
-
     async with (
-        _serve(stop_reading) as endpoint,
+        serve(never_answer) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, read_timeout=0.5, max_attempts=1) as store,
     ):
         with (
@@ -670,13 +569,13 @@ async def test_a_conditional_put_sends_its_body_without_waiting_for_100_continue
     async def record(stream: SocketStream) -> None:
         async with stream:
             with anyio.fail_after(10):  # a client waiting for "100 Continue" sends no body
-                seen.append(await _read_whole_request(stream))
+                seen.append(await read_request(stream))
             await stream.send(
                 b'HTTP/1.1 200 OK\r\nETag: "e1"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
             )
 
     async with (
-        _serve(record) as endpoint,
+        serve(record) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=1) as store,
     ):
         with anyio.fail_after(30):
@@ -702,7 +601,7 @@ async def test_a_retried_put_sends_the_whole_body_again() -> None:
 
     async def fail_once(stream: SocketStream) -> None:
         async with stream:
-            received.append((await _read_whole_request(stream))[1])
+            received.append((await read_request(stream))[1])
             if len(received) == 1:
                 head = f"HTTP/1.1 503 Slow Down\r\nContent-Length: {len(slow_down)}\r\n"
                 answer = head.encode() + b"Connection: close\r\n\r\n" + slow_down
@@ -711,7 +610,7 @@ async def test_a_retried_put_sends_the_whole_body_again() -> None:
             await stream.send(answer)
 
     async with (
-        _serve(fail_once) as endpoint,
+        serve(fail_once) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=2) as store,
     ):
         with anyio.fail_after(30):
@@ -728,13 +627,13 @@ async def test_a_server_that_does_not_implement_conditional_writes_is_unsupporte
 
     async def not_implemented(stream: SocketStream) -> None:
         async with stream:
-            await _read_request(stream)
+            await read_head(stream)
             seen.append(1)
             head = f"HTTP/1.1 501 Not Implemented\r\nContent-Length: {len(body)}\r\n"
             await stream.send(head.encode() + b"Connection: close\r\n\r\n" + body)
 
     async with (
-        _serve(not_implemented) as endpoint,
+        serve(not_implemented) as endpoint,
         S3Store("bucket", endpoint_url=endpoint, max_attempts=3) as store,
     ):
         with anyio.fail_after(30), pytest.raises(UnsupportedStoreError, match="If-None-Match"):

@@ -9,6 +9,7 @@ every rewrite here writes different bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -25,6 +26,7 @@ from slate_epoch import (
     UpdateVersion,
 )
 from slate_epoch._store import listing
+from tests.listings import list_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -61,10 +63,6 @@ async def put_all(store: ObjectStore, keys: list[str]) -> None:
 
 async def list_all(store: ObjectStore, prefix: str = "", **kwargs: str) -> list[ObjectMeta]:
     return [meta async for meta in store.list(prefix, **kwargs)]
-
-
-async def list_keys(store: ObjectStore, prefix: str = "", **kwargs: str) -> list[str]:
-    return [meta.key for meta in await list_all(store, prefix, **kwargs)]
 
 
 async def snapshot(store: ObjectStore) -> dict[str, tuple[bytes, str]]:
@@ -143,17 +141,23 @@ async def test_create_of_an_existing_key_raises_and_keeps_the_first_body(
     store: ObjectStore,
 ) -> None:
     first = await store.put("k", b"first", mode="create")
-    with pytest.raises(AlreadyExistsError):
-        await store.put("k", b"second", mode="create")
+    for body in (b"second", b"first", b""):  # the body, even the same one, changes nothing
+        with pytest.raises(AlreadyExistsError):
+            await store.put("k", body, mode="create")
     got = await store.get("k")
     assert (got.body, got.etag) == (b"first", first.etag)
 
 
 async def test_create_after_an_overwrite_still_finds_the_key_taken(store: ObjectStore) -> None:
-    await store.put("k", b"one")
+    await store.put("k", b"one")  # made by an overwrite
     with pytest.raises(AlreadyExistsError):
         await store.put("k", b"two", mode="create")
     assert (await store.get("k")).body == b"one"
+    await store.put("c", b"one", mode="create")
+    await store.put("c", b"two")  # made by a create, then overwritten
+    with pytest.raises(AlreadyExistsError):
+        await store.put("c", b"three", mode="create")
+    assert (await store.get("c")).body == b"two"
 
 
 async def test_overwrite_creates_a_missing_key(store: ObjectStore) -> None:
@@ -183,13 +187,15 @@ async def test_update_with_the_current_etag_replaces_and_changes_the_etag(
 
 
 async def test_update_with_a_stale_etag_raises_and_changes_nothing(store: ObjectStore) -> None:
-    stale = await store.put("k", b"one")
-    current = await store.put("k", b"two")
+    first = await store.put("k", b"one")
+    second = await store.put("k", b"two")  # made stale by an overwrite
+    current = await store.put("k", b"three", mode=UpdateVersion(second.etag))  # by an update
     before = await snapshot(store)
-    with pytest.raises(PreconditionError):
-        await store.put("k", b"three", mode=UpdateVersion(stale.etag))
+    for stale in (first, second):
+        with pytest.raises(PreconditionError):
+            await store.put("k", b"four", mode=UpdateVersion(stale.etag))
     assert await snapshot(store) == before
-    assert before["k"] == (b"two", current.etag)
+    assert before["k"] == (b"three", current.etag)
 
 
 async def test_update_of_a_missing_key_raises_and_creates_nothing(store: ObjectStore) -> None:
@@ -197,8 +203,13 @@ async def test_update_of_a_missing_key_raises_and_creates_nothing(store: ObjectS
     await store.delete("k")
     with pytest.raises(PreconditionError):
         await store.put("k", b"two", mode=UpdateVersion(gone.etag))
-    with pytest.raises(NotFoundError):
-        await store.get("k")
+    # a key that never existed, with an etag of the store's own form or a made-up one
+    for etag in (gone.etag, "no-such-etag"):
+        with pytest.raises(PreconditionError):
+            await store.put("never", b"two", mode=UpdateVersion(etag))
+    for key in ("k", "never"):
+        with pytest.raises(NotFoundError):
+            await store.get(key)
     assert await list_all(store) == []
 
 
@@ -452,6 +463,37 @@ async def test_concurrent_creates_of_one_key_have_exactly_one_winner(store: Obje
     assert len(losers) == 19
     got = await store.get("contested")
     assert (got.body, got.etag) == winners[0]
+
+
+async def test_concurrent_creates_from_separate_store_objects_have_one_winner_every_round(
+    store: ObjectStore, other_processes: Callable[[], Awaitable[ObjectStore]]
+) -> None:
+    """Sixteen store objects (each its own client and connections, as sixteen processes have)
+    create one key at once, three rounds over, the key deleted between rounds."""
+    stores = [await other_processes() for _ in range(16)]
+    winners: list[tuple[bytes, str]] = []
+    losers: list[int] = []
+
+    async def create(i: int) -> None:
+        body = f"writer {i}".encode()
+        try:
+            put = await stores[i].put("contested", body, mode="create")
+        except AlreadyExistsError:
+            losers.append(i)
+        else:
+            winners.append((body, put.etag))
+
+    for round_ in range(3):
+        winners.clear()
+        losers.clear()
+        await store.delete("contested")
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for i in range(16):
+                    group.start_soon(create, i)
+        assert (len(winners), len(losers)) == (1, 15), f"round {round_}"
+        got = await store.get("contested")
+        assert (got.body, got.etag) == winners[0]
 
 
 async def test_concurrent_read_modify_write_loses_no_increment(store: ObjectStore) -> None:
