@@ -139,11 +139,9 @@ async def claim_epoch(
                 )
                 candidate = base.with_claim(claim)
                 attempt: list[FenceAttempt] = []  # the fence tried beside this create
-                beside = (
-                    _fence_attempt(store, manifests.root, candidate, retrier, attempt)
-                    if fence_wal
-                    else None
-                )
+                beside = None
+                if fence_wal:
+                    beside = _fence_attempt(store, manifests.root, candidate, retrier, attempt)
                 landed, newest = await write_next(
                     io, base_id + 1, candidate, role, retrier, beside=beside
                 )

@@ -436,13 +436,16 @@ class ManifestStore:
                 await self._discard(key)
                 raise ManifestVersionExistsError(manifest_id, collected=True) from exc
             raise ManifestVersionExistsError(manifest_id) from exc
-        boundary = 0
-
-        async def check() -> None:
-            nonlocal boundary
+        if beside is None:
             boundary = await self.read_boundary()
+        else:
+            boundary = 0
 
-        await (gather(check, beside) if beside is not None else check())
+            async def check() -> None:
+                nonlocal boundary
+                boundary = await self.read_boundary()
+
+            await gather(check, beside)
         if manifest_id <= boundary:
             await self._discard(key)
             raise ManifestVersionExistsError(manifest_id, collected=True)

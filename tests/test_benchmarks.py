@@ -22,9 +22,18 @@ import pytest
 
 from benchmarks.latency_proxy import STATS_PATH, LatencyProxy
 from benchmarks.peers._common import S3Case
+from benchmarks.scenarios.observability import MODES
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-SCENARIOS = {"uncontended", "history", "contention", "lost_responses", "peers", "s3_latency"}
+SCENARIOS = {
+    "uncontended",
+    "history",
+    "contention",
+    "lost_responses",
+    "peers",
+    "s3_latency",
+    "observability",
+}
 NEEDS_S3 = {"s3_latency"}
 RUN_TIMEOUT = 400.0
 
@@ -108,6 +117,23 @@ def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
             measured(row, requests=row["values"]["peer"] != "slatedb")
         if status == "ok" and row["values"]["peer"] != "slate-epoch":
             assert any(v for v in row["values"]["ours_over_peer"].values()), row
+
+    # Observability's cost: the claim before it, then quiet, INFO and (SDK installed) OTel,
+    # each paired with the claim before it, on both loops.
+    # (A clone without the revision before it - a shallow one - can't measure it, and says so.)
+    observed = scenarios["observability"]
+    if any(r["values"].get("status") == "unavailable" for r in observed):
+        assert all("cannot export revision" in r["values"]["reason"] for r in observed)
+    else:
+        modes = {(r["values"]["loop"], r["values"]["mode"]) for r in observed}
+        every = {(loop, mode) for loop in ("asyncio", "trio") for mode in ("before", *MODES)}
+        assert modes == every
+        for row in observed:
+            assert row["median_us"] > 0, row
+            if row["values"]["mode"] != "before":
+                assert row["values"]["ratio_to_before"] > 0, row
+            if row["values"]["mode"] == "quiet":
+                assert isinstance(row["values"]["target_met"], bool), row
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
