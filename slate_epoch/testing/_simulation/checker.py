@@ -39,7 +39,8 @@ class Violation:
 _WRITES: Final = {"ok", "FencedError", "OperationTimeoutError", "crashed"}
 _EXPECTED_OUTCOMES: Final = {
     "claim": {"ok", "ClaimTimeoutError", "crashed"},
-    "update": _WRITES | {UNKNOWN},
+    # "interrupted": a leader's update, cancelled by lead (fenced or cut off) or a stop
+    "update": _WRITES | {UNKNOWN, "interrupted"},
     "refresh": _WRITES,
     "fence": _WRITES | {UNKNOWN},
     "append": _WRITES | {UNKNOWN},
@@ -88,7 +89,7 @@ def check_history(history: History) -> list[Violation]:
        with the replay point at the id it marked; a fenced one never moved the replay point.
     4. **Termination.** Every claim ended in success, ``ClaimTimeoutError`` or a crash (the
        handle's and the log's operations: success, ``FencedError``, ``OperationTimeoutError`` or
-       a crash; collections: success, ``OperationTimeoutError`` or a crash); nothing ended in
+       a crash, and a leader's update also ``interrupted``: its body cancelled by ``lead``; collections: success, ``OperationTimeoutError`` or a crash); nothing ended in
        any other error; each operation ended within its own timeout; and the seed finished
        before its deadline (``SimulationConfig.deadline`` simulated seconds), so nothing hung.
     5. **No burned epochs.** A successful claim is *uncontended* when no create issued by any
