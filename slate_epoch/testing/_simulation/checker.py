@@ -11,6 +11,7 @@ from typing import Final
 from ..._boundary import decode_boundary
 from ..._errors import ManifestError
 from ..._manifest import Manifest, decode
+from .checker_lead import check_lead
 from .checker_log import Fail, check_log, check_unknown
 from .checker_use import check_use
 from .config import BOUNDARY_KEY, MANIFESTS, UNKNOWN
@@ -131,6 +132,25 @@ def check_history(history: History) -> list[Violation]:
        typed field, a replay point moved by hand or dropped by a rebuild, a payload that is not
        bytes) is refused and leaves no trace. A handle that knows it is fenced writes nothing.
        Foreign objects in the root's folders are never changed or deleted.
+    8. **Leading: holders in turn** (``checker_lead``). Every life of a leader ended in one of
+       ``lead``'s outcomes (released, the body's error, ``FencedError`` or ``LeaseLostError``
+       after entering, ``ClaimTimeoutError`` at its timeout, or killed or stopped from
+       outside). Every leader that entered holds a claim of its own - the version that first
+       set its epoch carries its claim id, made by it - and no two entered at one epoch.
+       Ordered by the manifest each landed at, the leaders' acknowledged updates never go back
+       to an older epoch, nor to another holder of the same epoch, and each landed where its own
+       claim is the role's newest (no newer claim, a leader's or a plain one, before it): no two
+       holders' acknowledged writes interleave against the epochs. (Exactly-once is check 3's,
+       for every update, the leaders' included.)
+    9. **Leading: succession** (``checker_lead``). A released or stopped holder is succeeded:
+       while a version of the role's lease stands, a waiting standby swaps in its ``claiming``
+       lease within ``poll_every`` of a release, and within ``max(lease, the holder's lease) +
+       poll_every`` of any other version that stops changing (a crashed, paused or cut-off
+       holder), plus what its own requests can have taken; a standby that won the swap enters
+       within its requests and one backoff per conflict. Checked wherever the bound is honest:
+       the standby met no fault, pause or stop from a lease before until the bound, and no
+       plain claim of the role came after the leaders' newest (``_check_succession`` has the
+       details).
     """
     violations: list[Violation] = []
 
@@ -145,6 +165,7 @@ def check_history(history: History) -> list[Violation]:
     _check_burned_epochs(history, lineage, first_at_epoch, fail)
     check_log(history, lineage, ids, fail)
     check_use(history, lineage, fail)
+    check_lead(history, lineage, ids, first_at_epoch, fail)
     return violations
 
 
