@@ -245,6 +245,14 @@ def _check_succession(
         until = record.entered_time if record.entered else record.end_time
         return end_of_run if math.isnan(until) else min(until, end_of_run)
 
+    # When each life won the lease (its first claiming version): from then on it is claiming,
+    # not looking - a claim slowed by conflicts can outlast a lease, and others take over - so
+    # it is held to the claimant's bound, never to a standby's again.
+    won_at: dict[str, float] = {}
+    for version in versions:
+        if version.lease.claiming:
+            won_at.setdefault(version.lease.owner, version.time)
+
     def left(record: LeadRecord) -> float:
         """When ``record`` stopped waiting other than by entering (it entered: infinity, as its
         own swap of the lease came first)."""
@@ -277,7 +285,7 @@ def _check_succession(
                         + ("never changed" if nxt is None else f"changed at {changed:.6f} s"),
                     )
         for waiter in history.leads:
-            if waiter.actor == lease.owner:
+            if waiter.actor == lease.owner or won_at.get(waiter.actor, math.inf) <= version.time:
                 continue
             start = max(version.time, waiter.start_time)
             window_end = min(changed, waiting_until(waiter))
