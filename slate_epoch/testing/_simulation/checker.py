@@ -90,8 +90,9 @@ def check_history(history: History) -> list[Violation]:
        with the replay point at the id it marked; a fenced one never moved the replay point.
     4. **Termination.** Every claim ended in success, ``ClaimTimeoutError`` or a crash (the
        handle's and the log's operations: success, ``FencedError``, ``OperationTimeoutError`` or
-       a crash, and a leader's update also ``interrupted``: its body cancelled by ``lead``; collections: success, ``OperationTimeoutError`` or a crash); nothing ended in
-       any other error; each operation ended within its own timeout; and the seed finished
+       a crash, and a leader's update also ``interrupted``: its body cancelled by ``lead``;
+       collections: success, ``OperationTimeoutError`` or a crash); nothing ended in any other
+       error; each operation ended within its own timeout; and the seed finished
        before its deadline (``SimulationConfig.deadline`` simulated seconds), so nothing hung.
     5. **No burned epochs.** A successful claim is *uncontended* when no create issued by any
        other operation landed between the claim's start and its end (in the order of recorded
@@ -149,8 +150,8 @@ def check_history(history: History) -> list[Violation]:
        holder), plus what its own requests can have taken; a standby that won the swap enters
        within its requests and one backoff per conflict. Checked wherever the bound is honest:
        the standby met no fault, pause or stop from a lease before until the bound, and no
-       plain claim of the role came after the leaders' newest (``_check_succession`` has the
-       details).
+       claim of the role that no lease speaks for (a plain one) came after the newest that one
+       speaks for (``_check_succession`` has the details).
     """
     violations: list[Violation] = []
 

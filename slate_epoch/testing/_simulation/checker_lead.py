@@ -221,9 +221,10 @@ def _check_succession(
     injected error, lost response, late create, outage, nor a call abandoned midway - from one
     lease before ``t0`` (a retry begun then may still be sleeping; for a claimant, from its one
     request before ``t``) until the bound, was not paused, killed or stopped, and was still
-    waiting; and, for a standby, no plain claim of the role (an operator's or a writer's, which
-    standbys rightly wait out for a lease from first seeing it) landed after the newest leader's
-    claim, up to the bound. Faults elsewhere - the holder's, other standbys' - never make a
+    waiting; and, for a standby, no claim of the role that no lease speaks for - a plain claim
+    (an operator's, a writer's), or a leader's whose lease never landed - came after the newest
+    claim a lease speaks for, up to the bound: standbys rightly wait such a holder out for a lease
+    from first seeing its claim. Faults elsewhere - the holder's, other standbys' - never make a
     takeover late: they only change the lease sooner."""
     role = history.lead_role
     hosts = _Hosts(history)
@@ -231,15 +232,15 @@ def _check_succession(
     if not versions:
         return
     leads = {record.actor: record for record in history.leads}
-    claim_times = _claims(history, lineage, ids, role, leads)
+    claim_times = _claims(history, lineage, ids, role, versions)
     end_of_run = history.end_time
     counts = history.counts
 
-    def plain_claim_between(start: float, end: float) -> bool:
-        """Whether a plain (not a leader's) claim landed after the newest leader's claim at or
+    def unled_claim_between(start: float, end: float) -> bool:
+        """Whether a claim no lease speaks for landed after the newest claim one speaks for at or
         before ``start``, and at or before ``end``."""
-        since = max((at for at, by_leader in claim_times if by_leader and at <= start), default=0)
-        return any(not by_leader and since < at <= end for at, by_leader in claim_times)
+        since = max((at for at, led in claim_times if led and at <= start), default=-math.inf)
+        return any(not led and since < at <= end for at, led in claim_times)
 
     def waiting_until(record: LeadRecord) -> float:
         until = record.entered_time if record.entered else record.end_time
@@ -297,7 +298,7 @@ def _check_succession(
             requests = hosts.latency(waiter.host, start, window_end)
             due = start + wait + requests
             clean = min(hosts.trouble(waiter.host, start - waiter.lease), left(waiter), end_of_run)
-            if clean <= min(changed, due) or plain_claim_between(start, due):
+            if clean <= min(changed, due) or unled_claim_between(start, due):
                 continue  # the bound is not honest here
             if takeover:
                 counts[f"succession:{'released' if lease.released else 'stopped'}_checked"] += 1
@@ -332,10 +333,17 @@ def _claims(
     lineage: dict[int, Manifest],
     ids: list[int],
     role: str,
-    leads: dict[str, LeadRecord],
+    versions: list[_Version],
 ) -> list[tuple[float, bool]]:
-    """When each claim of ``role`` landed, and whether a leader made it: (time, is a leader's),
-    in order."""
+    """When each claim of ``role`` landed, and whether it is *led* - a version of the lease
+    speaks for it, as the lease of a leader's claim does - in order: (time, led). A plain claim
+    (an operator's, a writer's) is not led, nor is a leader's whose claim landed but whose lease
+    never did (it found the lease taken over while it claimed, and went back to waiting)."""
+    spoken = {
+        (version.lease.epoch, version.lease.claim_id)
+        for version in versions
+        if not version.lease.claiming
+    }
     time_of = {call.seq: call.time for call in history.calls}
     seq_of = {manifest_id: seq for seq, _, manifest_id in history.landings}
     claims: list[tuple[float, bool]] = []
@@ -345,7 +353,7 @@ def _claims(
         if claim is not None and claim.epoch > epoch:
             epoch = claim.epoch
             at = time_of.get(seq_of.get(manifest_id, -1), 0.0)
-            claims.append((at, claim.owner in leads))
+            claims.append((at, (claim.epoch, claim.claim_id) in spoken))
     claims.sort()
     return claims
 
