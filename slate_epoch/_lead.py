@@ -61,7 +61,7 @@ from ._errors import (
     TransientStoreError,
 )
 from ._lease import Lease, LeaseSlot, lease_key
-from ._manifest import ManifestStore, RoleClaim, default_owner, new_id, now_ms
+from ._manifest import Manifest, ManifestStore, RoleClaim, default_owner, new_id, now_ms
 from ._observe import fields, lead_ended, lead_taken_over, retrying, span, store_for
 from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff
 from ._store import ObjectStore
@@ -478,6 +478,16 @@ class _Standby:
                     latest = await self.manifests.observed().read_latest(
                         known=self.known_id, verify_boundary=verify
                     )
+                    if not verify and _behind(lease, latest, self.settings.role):
+                        # The lease speaks for a newer claim than the newest manifest found:
+                        # that one is stale (retention deleted the versions after what this
+                        # process saw last, and the look without the boundary took the gap for
+                        # the end). Taken as it is, it would make a released role look held,
+                        # and restart the wait when the truth came out: look again, with the
+                        # boundary checked.
+                        latest = await self.manifests.observed().read_latest(
+                            known=self.known_id, verify_boundary=True
+                        )
                     if latest is not None:
                         self.known_id = latest[0]
                     self.claim = None if latest is None else latest[1].claim(self.settings.role)
@@ -580,6 +590,15 @@ class _Standby:
             self.last_error = self.slot.last_error
             return None
         return _Holder(handle, self.slot, sent, settings)
+
+
+def _behind(lease: Lease | None, latest: tuple[int, Manifest] | None, role: str) -> bool:
+    """Whether ``latest`` is older than ``lease`` says the role's claim is: a lease speaks for a
+    claim only once that claim has landed, and the lease is read first."""
+    if lease is None or lease.claiming or lease.epoch == 0:
+        return False
+    claim = None if latest is None else latest[1].claim(role)
+    return claim is None or claim.epoch < lease.epoch
 
 
 def _why_free(view: _View) -> str:

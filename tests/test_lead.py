@@ -32,6 +32,7 @@ from slate_epoch import (
     PutResult,
     UpdateVersion,
     claim_epoch,
+    collect_garbage,
     lead,
     read_lease,
 )
@@ -303,6 +304,59 @@ async def test_a_standby_of_a_busy_renewing_leader_reads_only_the_lease(
     # poll, whatever the leader writes.
     assert set(later) == {("get", key, None)}
     assert len(later) >= 10
+
+
+async def test_a_standby_whose_last_seen_version_was_collected_still_sees_a_release() -> None:
+    """Found by the simulation: a standby reads the newest manifest without the retention check
+    while it waits. When retention has deleted the versions after the one it saw last, that
+    look takes the gap for the end and finds the old claim, older than the lease's: a released
+    role looked held, for a whole lease. It must look again, with the boundary checked."""
+    shared = MemoryStore()
+    key = lease_key(ROOT, "writer")
+    own_lease = 20.0  # the standby's: a wait this long would fail the test
+    first = await claim_epoch(shared, ROOT, owner="first")
+    await shared.put(
+        key,
+        encode_lease(Lease("writer", 1, first.claim_id, "first", lease=own_lease, write_id="a")),
+        mode="create",
+    )
+    looked = anyio.Event()
+
+    class Looking(Watched):
+        async def get(self, key: str) -> GetResult:
+            result = await super().get(key)
+            if key.endswith(".manifest"):
+                looked.set()  # its first look: the lease, then the newest manifest
+            return result
+
+    standby_store = Looking(shared)  # its own store object, so its own cache
+    entered: list[tuple[float, int]] = []
+
+    async def standby() -> None:
+        async with lead(
+            standby_store, ROOT, owner="standby", **options(lease=own_lease, poll_every=1.0)
+        ) as handle:
+            entered.append((anyio.current_time(), handle.epoch))
+
+    with anyio.fail_after(own_lease):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(standby)
+            await looked.wait()
+            # Before its next look (at least 0.75 s away): a second holder claims, writes,
+            # retention deletes everything the standby saw, and the second holder releases.
+            second = await claim_epoch(shared, ROOT, owner="second")
+            for _ in range(4):
+                await second.update(lambda manifest: manifest)
+            await collect_garbage(shared, ROOT, keep=1)
+            etag = (await shared.get(key)).etag
+            released = Lease(
+                "writer", 2, second.claim_id, "second", released=True, lease=1.0, write_id="b"
+            )
+            await shared.put(key, encode_lease(released), mode=UpdateVersion(etag))
+            released_at = anyio.current_time()
+    ((entered_at, epoch),) = entered
+    assert epoch == 3
+    assert entered_at - released_at < 1.0 + SLACK  # one poll, not the standby's 20 s lease
 
 
 # -- leaving -------------------------------------------------------------------------------------

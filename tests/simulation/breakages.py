@@ -1,4 +1,4 @@
-"""Deliberately broken pieces of the core (the claim, the write-ahead log, retention), to show
+"""Deliberately broken pieces of the core (the claim, the write-ahead log, retention, lead), to show
 that the simulation's checker catches real protocol bugs. Each is a minimal change, installed
 with ``monkeypatch``; where the original can be wrapped it is, so the breakage follows the core
 as it evolves."""
@@ -6,17 +6,20 @@ as it evolves."""
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import msgspec
 import pytest
 
-from slate_epoch import _claim, _layout, _manifest, _next_version, _wal
+from slate_epoch import _claim, _layout, _lead, _manifest, _next_version, _wal
 from slate_epoch._boundary import read_boundary
 from slate_epoch._claim import EpochHandle
 from slate_epoch._errors import (
+    ClaimTimeoutError,
     FencedError,
     ManifestVersionExistsError,
     NotFoundError,
@@ -25,8 +28,9 @@ from slate_epoch._errors import (
     WriteOutcomeUnknownError,
 )
 from slate_epoch._framing import frame
+from slate_epoch._lead import _Standby, _View
 from slate_epoch._manifest import Manifest, ManifestStore, encode
-from slate_epoch._retry import Retrier
+from slate_epoch._retry import DEFAULT_BACKOFF, Backoff, Retrier, with_deadline
 from slate_epoch._sequence import ObjectSequence
 from slate_epoch._store import ObjectStore
 from slate_epoch._wal import WalEntry, WalWriter
@@ -496,6 +500,84 @@ def fenced_handles_keep_writing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(EpochHandle, "_raise_if_fenced", lambda self: None)
 
 
+# -- lead ---------------------------------------------------------------------------------------
+
+_claim_epoch = _claim.claim_epoch
+_takeover_at = _Standby._takeover_at
+
+
+async def claim_epoch_adopting_the_claim(
+    store: ObjectStore,
+    root: str = "",
+    *,
+    role: str = "writer",
+    timeout: float = 60.0,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    **options: Any,
+) -> EpochHandle:
+    """``claim_epoch`` as ``lead``'s takeover calls it, "saving an epoch": a role that is
+    claimed already is adopted - the standby takes the stopped holder's claim for its own
+    instead of claiming anew - so two holders share one epoch, and nothing fences the old one
+    from the new one."""
+    manifests = ManifestStore(store, root)
+
+    async def newest(retrier: Retrier) -> tuple[int, Manifest] | None:
+        return await retrier.call(manifests.read_latest)
+
+    latest = await with_deadline("adoption", timeout, backoff, newest, error=ClaimTimeoutError)
+    if latest is not None and latest[1].claim(role) is not None:
+        return EpochHandle(manifests, *latest, role, timeout=timeout, backoff=backoff)  # BUG
+    return await _claim_epoch(store, root, role=role, timeout=timeout, backoff=backoff, **options)
+
+
+async def claim_epoch_unfenced(store: ObjectStore, root: str = "", **options: Any) -> EpochHandle:
+    """``claim_epoch`` as ``lead``'s takeover calls it, handing the body a handle that does not
+    fence: a newer claim is adopted instead of raising ``FencedError``, so the holder is never
+    cancelled and its writes land on top of the newer claim."""
+    handle = await _claim_epoch(store, root, **options)
+    vars(handle)["_accept"] = partial(accept_without_fencing, handle)  # BUG
+    return handle
+
+
+def takeover_at_ignoring_the_release(self: _Standby, view: _View, now: float) -> float:
+    """``_Standby._takeover_at`` that reads a released lease as a held one: the role is taken
+    over only once the lease runs out, as if the holder had died."""
+    lease = view.lease
+    if lease is not None and lease.released:
+        view = _View(view.claim, msgspec.structs.replace(lease, released=False), view.etag)  # BUG
+    return _takeover_at(self, view, now)
+
+
+def takeover_at_adding_the_leases(self: _Standby, view: _View, now: float) -> float:
+    """``_Standby._takeover_at`` that waits its own lease and the holder's one after the other
+    (``own + lease.lease``, not the larger of the two)."""
+    at = _takeover_at(self, view, now)
+    lease = view.lease
+    if lease is not None and math.isfinite(at):
+        return at + min(self.settings.lease, lease.lease)  # BUG: max(...) already waited
+    return at
+
+
+def takeover_at_by_the_wall_clock(self: _Standby, view: _View, now: float) -> float:
+    """``_Standby._takeover_at`` that measures a held lease from its ``renewed_at_ms``, by this
+    standby's wall clock: it trusts the holder's clock."""
+    at = _takeover_at(self, view, now)
+    lease = view.lease
+    if lease is not None and not lease.released and lease.renewed_at_ms and math.isfinite(at):
+        expires = lease.renewed_at_ms / 1000 + max(self.settings.lease, lease.lease)
+        return now + expires - _manifest.now_ms() / 1000  # BUG: the holder's clock and ours
+    return at
+
+
+def trust_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standby trusts the lease's wall-clock time, with clocks that disagree: the simulation
+    runs on a mock clock, and its wall clocks stand still (as a standby's that lags the holder's
+    more and more would): a stopped holder's lease never runs out."""
+    for module in (_lead, _manifest):  # the holders' clocks (renewed_at_ms), and the standby's
+        monkeypatch.setattr(module, "now_ms", lambda: 1_700_000_000_000)
+    monkeypatch.setattr(_Standby, "_takeover_at", takeover_at_by_the_wall_clock)
+
+
 @dataclass(frozen=True)
 class Breakage:
     name: str
@@ -675,6 +757,42 @@ BREAKAGES = [
         _either(_check(3, "raised FencedError but landed"), _check(6, "raised FencedError")),
         "check 3 or 6 (a write that raised a plain FencedError landed)",
         HARD_RETENTION,
+    ),
+    Breakage(
+        "lead's takeover adopts the holder's claim instead of claiming",
+        lambda monkeypatch: monkeypatch.setattr(
+            _lead, "claim_epoch", claim_epoch_adopting_the_claim
+        ),
+        _check(8),
+        "check 8 (two holders at one epoch, or interleaved writes)",
+    ),
+    Breakage(
+        "lead hands the body a handle that does not fence",
+        lambda monkeypatch: monkeypatch.setattr(_lead, "claim_epoch", claim_epoch_unfenced),
+        _check(8, "after the newer claim"),
+        "check 8 (an older holder's acknowledged write after a newer claim)",
+    ),
+    Breakage(
+        "a standby ignores a released lease (waits it out)",
+        lambda monkeypatch: monkeypatch.setattr(
+            _Standby, "_takeover_at", takeover_at_ignoring_the_release
+        ),
+        _check(9, "stood released"),
+        "check 9 (a released holder not succeeded within a poll)",
+    ),
+    Breakage(
+        "a standby waits its own lease and the holder's one after the other",
+        lambda monkeypatch: monkeypatch.setattr(
+            _Standby, "_takeover_at", takeover_at_adding_the_leases
+        ),
+        _check(9, "not renewed"),
+        "check 9 (a stopped holder not succeeded within its lease and a poll)",
+    ),
+    Breakage(
+        "a standby trusts the lease's wall-clock time",
+        trust_the_wall_clock,
+        _check(9, "not renewed"),
+        "check 9 (a stopped holder not succeeded within its lease and a poll)",
     ),
     Breakage(
         "trim deletes without moving the log's boundary first",

@@ -11,6 +11,7 @@ from typing import Final
 from ..._boundary import decode_boundary
 from ..._errors import ManifestError
 from ..._manifest import Manifest, decode
+from .checker_lead import check_lead
 from .checker_log import Fail, check_log, check_unknown
 from .checker_use import check_use
 from .config import BOUNDARY_KEY, MANIFESTS, UNKNOWN
@@ -39,7 +40,8 @@ class Violation:
 _WRITES: Final = {"ok", "FencedError", "OperationTimeoutError", "crashed"}
 _EXPECTED_OUTCOMES: Final = {
     "claim": {"ok", "ClaimTimeoutError", "crashed"},
-    "update": _WRITES | {UNKNOWN},
+    # "interrupted": a leader's update, cancelled by lead (fenced or cut off) or a stop
+    "update": _WRITES | {UNKNOWN, "interrupted"},
     "refresh": _WRITES,
     "fence": _WRITES | {UNKNOWN},
     "append": _WRITES | {UNKNOWN},
@@ -88,8 +90,9 @@ def check_history(history: History) -> list[Violation]:
        with the replay point at the id it marked; a fenced one never moved the replay point.
     4. **Termination.** Every claim ended in success, ``ClaimTimeoutError`` or a crash (the
        handle's and the log's operations: success, ``FencedError``, ``OperationTimeoutError`` or
-       a crash; collections: success, ``OperationTimeoutError`` or a crash); nothing ended in
-       any other error; each operation ended within its own timeout; and the seed finished
+       a crash, and a leader's update also ``interrupted``: its body cancelled by ``lead``;
+       collections: success, ``OperationTimeoutError`` or a crash); nothing ended in any other
+       error; each operation ended within its own timeout; and the seed finished
        before its deadline (``SimulationConfig.deadline`` simulated seconds), so nothing hung.
     5. **No burned epochs.** A successful claim is *uncontended* when no create issued by any
        other operation landed between the claim's start and its end (in the order of recorded
@@ -130,6 +133,25 @@ def check_history(history: History) -> list[Violation]:
        typed field, a replay point moved by hand or dropped by a rebuild, a payload that is not
        bytes) is refused and leaves no trace. A handle that knows it is fenced writes nothing.
        Foreign objects in the root's folders are never changed or deleted.
+    8. **Leading: holders in turn** (``checker_lead``). Every life of a leader ended in one of
+       ``lead``'s outcomes (released, the body's error, ``FencedError`` or ``LeaseLostError``
+       after entering, ``ClaimTimeoutError`` at its timeout, or killed or stopped from
+       outside). Every leader that entered holds a claim of its own - the version that first
+       set its epoch carries its claim id, made by it - and no two entered at one epoch.
+       Ordered by the manifest each landed at, the leaders' acknowledged updates never go back
+       to an older epoch, nor to another holder of the same epoch, and each landed where its own
+       claim is the role's newest (no newer claim, a leader's or a plain one, before it): no two
+       holders' acknowledged writes interleave against the epochs. (Exactly-once is check 3's,
+       for every update, the leaders' included.)
+    9. **Leading: succession** (``checker_lead``). A released or stopped holder is succeeded:
+       while a version of the role's lease stands, a waiting standby swaps in its ``claiming``
+       lease within ``poll_every`` of a release, and within ``max(lease, the holder's lease) +
+       poll_every`` of any other version that stops changing (a crashed, paused or cut-off
+       holder), plus what its own requests can have taken; a standby that won the swap enters
+       within its requests and one backoff per conflict. Checked wherever the bound is honest:
+       the standby met no fault, pause or stop from a lease before until the bound, and no
+       claim of the role that no lease speaks for (a plain one) came after the newest that one
+       speaks for (``_check_succession`` has the details).
     """
     violations: list[Violation] = []
 
@@ -144,6 +166,7 @@ def check_history(history: History) -> list[Violation]:
     _check_burned_epochs(history, lineage, first_at_epoch, fail)
     check_log(history, lineage, ids, fail)
     check_use(history, lineage, fail)
+    check_lead(history, lineage, ids, first_at_epoch, fail)
     return violations
 
 

@@ -6,12 +6,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..._layout import log_boundary_key, log_entries, manifest_boundary_key, manifest_versions
+from ..._layout import (
+    lease_key,
+    log_boundary_key,
+    log_entries,
+    manifest_boundary_key,
+    manifest_versions,
+)
 
 __all__ = [
     "BOUNDARY_KEY",
     "DEFAULT_CONFIG",
     "FENCED",
+    "LEASES",
     "LOG",
     "LOG_BOUNDARY_KEY",
     "MANIFESTS",
@@ -38,6 +45,8 @@ MANIFESTS: Final = manifest_versions(ROOT)
 LOG: Final = log_entries(ROOT)
 BOUNDARY_KEY: Final = manifest_boundary_key(ROOT)
 LOG_BOUNDARY_KEY: Final = log_boundary_key(ROOT)
+# The folder of the roles' leases (``lead``): one object per role.
+LEASES: Final = lease_key(ROOT, "x")[:-1]
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,30 @@ class SimulationConfig:
     # The chance that the store starts with foreign objects in every folder (names a careless
     # parser would take for ids: Unicode digits, suffixes, near misses).
     foreign_rate: float = 0.3
+    # Leading (``lead``): with ``lead_rate`` a seed also runs ``min_leaders``..``max_leaders``
+    # leader processes of one role ("leader", or with ``lead_writer_rate`` the writers' own
+    # "writer"), each with a lease drawn from [``min_lease``, ``max_lease``] seconds, for up to
+    # ``max_lead_lives`` lives (entering, leading, ending; restarting after a crash). A life is
+    # disrupted, with these chances, by a crash (the process killed: no release), a pause
+    # (SIGSTOP for 0.3..3 leases, then SIGCONT), a stop (cancelled from outside: released) or a
+    # store outage (every request of the process fails for 0.5..2.5 leases). With
+    # ``lead_calm_rate`` a leader's process sees no random faults (only those events). Up to
+    # ``max_operators`` operators (each with ``operator_rate``) claim the "leader" role with
+    # plain ``claim_epoch``, as ``slate-epoch claim`` would.
+    lead_rate: float = 0.3
+    min_leaders: int = 2
+    max_leaders: int = 4
+    min_lease: float = 0.5
+    max_lease: float = 5.0
+    max_lead_lives: int = 3
+    lead_writer_rate: float = 0.25
+    lead_crash_rate: float = 0.2
+    lead_pause_rate: float = 0.15
+    lead_stop_rate: float = 0.1
+    lead_outage_rate: float = 0.15
+    lead_calm_rate: float = 0.5
+    max_operators: int = 2
+    operator_rate: float = 0.4
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_writers <= self.max_writers:
@@ -101,6 +134,12 @@ class SimulationConfig:
             raise ValueError("max_fault_rate must be within [0, 0.5]")
         if self.max_keep < 1 or self.max_collections < 1:
             raise ValueError("need max_keep >= 1 and max_collections >= 1")
+        if not 1 <= self.min_leaders <= self.max_leaders:
+            raise ValueError("need 1 <= min_leaders <= max_leaders")
+        if not 0.0 < self.min_lease <= self.max_lease:
+            raise ValueError("need 0 < min_lease <= max_lease")
+        if self.max_lead_lives < 1:
+            raise ValueError("need max_lead_lives >= 1")
 
     def changed(self) -> dict[str, Any]:
         """The fields that differ from the defaults."""

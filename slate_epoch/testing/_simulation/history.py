@@ -9,12 +9,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..._boundary import decode_boundary
-from ..._errors import ManifestError, WalError
+from ..._errors import LeaseCorruptError, ManifestError, WalError
+from ..._lease import Lease, decode_lease
 from ..._manifest import decode
 from ..._wal import decode_entry
-from .config import BOUNDARY_KEY, LOG, LOG_BOUNDARY_KEY, SimulationConfig
+from .config import BOUNDARY_KEY, LEASES, LOG, LOG_BOUNDARY_KEY, SimulationConfig
 
-__all__ = ["CURRENT_OP", "Call", "History", "OpRecord", "current_op", "show_wal", "state_tokens"]
+__all__ = [
+    "CURRENT_OP",
+    "Call",
+    "History",
+    "HostRecord",
+    "LeadRecord",
+    "OpRecord",
+    "current_op",
+    "lease_of",
+    "show_wal",
+    "state_tokens",
+]
 
 
 @dataclass(slots=True)
@@ -85,6 +97,65 @@ class Call:
     body: bytes | None = None
 
 
+@dataclass(slots=True)
+class LeadRecord:
+    """One life of a leader: one ``lead()`` call, from its start (waiting as a standby) to its
+    end. ``actor`` names the life (``L1.2``: leader 1, second life) and is the ``owner`` of its
+    claim and its lease versions, so the checker can tell whose they are. ``lease``,
+    ``renew_every`` and ``poll_every`` are the values ``lead`` ran with (the defaults resolved);
+    ``backoff_max`` is its backoff's longest wait. ``entered_*`` is when the body started
+    (``epoch``, ``claim_id``, ``manifest_id``: the handle it got), ``end`` how it ended:
+    ``released`` (the body returned), ``body error`` (the body raised; ``lead`` released and
+    re-raised it), ``FencedError``, ``LeaseLostError``, ``ClaimTimeoutError`` (gave up waiting),
+    ``crashed`` (the process was killed: no release), ``stopped`` (cancelled from outside, as
+    on SIGTERM: released), or another exception's name (a violation). ``disruption`` is what
+    befell it (crash, pause, stop, outage), ``updates`` its body's update operations."""
+
+    index: int
+    actor: str
+    host: str
+    role: str
+    lease: float
+    renew_every: float
+    poll_every: float
+    timeout: float | None
+    backoff_max: float
+    start_seq: int
+    start_time: float
+    entered_seq: int = -1
+    entered_time: float = math.nan
+    epoch: int = 0
+    claim_id: str = ""
+    manifest_id: int = 0
+    end: str = "running"
+    detail: str = ""
+    end_seq: int = -1
+    end_time: float = math.nan
+    disruption: str = ""
+    updates: list[int] = field(default_factory=list)
+
+    @property
+    def entered(self) -> bool:
+        return self.entered_seq >= 0
+
+
+@dataclass(slots=True)
+class HostRecord:
+    """A leader's (or operator's) simulated process, as the succession check needs it: when
+    each of its calls was answered, when a create of it found its id taken, when a fault hit one
+    (a lost response, an error, a late create, an outage, a call abandoned midway), when it was
+    paused (SIGSTOP to SIGCONT) and killed, and the most latency one call can take
+    (``FaultyStore``'s and the wire's)."""
+
+    name: str
+    max_latency: float
+    calls: list[float] = field(default_factory=list)
+    faults: list[float] = field(default_factory=list)
+    conflicts: list[float] = field(default_factory=list)  # creates that found the id taken
+    pauses: list[tuple[float, float]] = field(default_factory=list)
+    died: float = math.inf
+
+
 @dataclass
 class History:
     """Everything a seed did, in order, and the final store.
@@ -127,6 +198,12 @@ class History:
     # foreign objects put in the root's folders before the run: key -> bytes (never to be read
     # as ours, changed or deleted)
     foreign: dict[str, bytes] = field(default_factory=dict)
+    # leading: the role the seed's leaders lead ("" if none), every life of a leader, and their
+    # processes by name
+    lead_role: str = ""
+    leaders: int = 0
+    leads: list[LeadRecord] = field(default_factory=list)
+    hosts: dict[str, HostRecord] = field(default_factory=dict)
     final_foreign: dict[str, bytes] = field(default_factory=dict)
     # the final store: the manifest folder (key -> (bytes, etag)), the boundary object, the log
     final: dict[str, tuple[bytes, str]] = field(default_factory=dict)
@@ -195,6 +272,19 @@ class History:
         def show(key: str, body: bytes) -> str:
             if LOG.id_of(key) is not None:
                 return show_wal(body, key)
+            if key.startswith(LEASES):
+                lease = lease_of(key, body)
+                if lease is None:
+                    return "<undecodable lease>"
+                what = (
+                    "claiming" if lease.claiming else f"epoch={lease.epoch}{name(lease.claim_id)}"
+                )
+                released = " released" if lease.released else ""
+                # renewed_at_ms is wall-clock time: left out, so that a seed traces the same
+                return (
+                    f"lease {what} renewals={lease.renewals}{released} lease={lease.lease:g} "
+                    f"owner={lease.owner} write={name(lease.write_id)}"
+                )
             if key in (BOUNDARY_KEY, LOG_BOUNDARY_KEY):
                 try:
                     return f"boundary={decode_boundary(body, key)}"
@@ -260,6 +350,15 @@ class History:
             digest.update(line.encode())
             digest.update(b"\n")
         return digest.hexdigest()
+
+
+def lease_of(key: str, body: bytes) -> Lease | None:
+    """The lease a call wrote to ``key`` (None: not one)."""
+    role = key[len(LEASES) :]
+    try:
+        return decode_lease(body, key, role) if role.isalnum() else None
+    except LeaseCorruptError:
+        return None
 
 
 def state_tokens(state: bytes) -> list[bytes]:

@@ -38,6 +38,10 @@ def deterministic_trio(seed: int) -> Iterator[None]:
     schedule. With it paused, objects die by reference counting alone, at moments the seed
     decides. (Found the hard way: an unclosed generator made seeds replay differently after
     thousands of others had run in the same process.)
+
+    The global ``random`` is seeded from ``seed`` for the run, and restored afterwards: ``lead``'s
+    standbys draw the jitter of their polls from it (the simulation's own draws all come from
+    RNGs of their own).
     """
     import trio._core._run as trio_run
 
@@ -53,6 +57,8 @@ def deterministic_trio(seed: int) -> Iterator[None]:
     allowed = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
     setattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 - it is Final
     rng.seed(f"slate-epoch-sim/trio/{seed}")
+    global_state = random.getstate()
+    random.seed(f"slate-epoch-sim/random/{seed}")
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -60,6 +66,7 @@ def deterministic_trio(seed: int) -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
+        random.setstate(global_state)
         setattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING", allowed)  # noqa: B010
         rng.setstate(state)
 

@@ -64,6 +64,10 @@ class Life:
     misuses: int = 0
     acknowledged: int = 0  # the last log id an append of the current handle acknowledged
     marked: int = 0  # the last log id the current handle tried to mark replayed
+    # The outcome of an operation cancelled other than by a crash: "cancelled" (only the seed's
+    # deadline cancels a writer's), or "interrupted" for a leader's, whose body ``lead`` cancels
+    # when it is fenced or cut off, and a stop cancels from outside.
+    cancelled_as: str = "cancelled"
 
 
 class Stage(Protocol):
@@ -78,6 +82,10 @@ class Stage(Protocol):
     def nursery(self) -> trio.Nursery: ...
 
     def now(self) -> float: ...
+
+    def event(self, text: str) -> None:
+        """Record ``text`` in the history, now (a crash, a restart, ...)."""
+        ...
 
     async def sleep(self, seconds: float) -> None: ...
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..._errors import AlreadyExistsError, NotFoundError, PreconditionError, TransientStoreError
 from ..._manifest import ManifestCache
-from ..._store import GetResult, ObjectMeta, PutMode, PutResult, UpdateVersion
+from ..._store import GetResult, ObjectMeta, ObjectStore, PutMode, PutResult, UpdateVersion
 from .._faulty import FaultyStore
 from .._forwarding import ForwardingStore, Request
 from .config import BOUNDARY_KEY, LOG, LOG_BOUNDARY_KEY, MANIFESTS
@@ -149,8 +149,8 @@ class Process:
         # what this process remembers of the root: its writers share it (a scale model of the
         # cold search: listing pages of ``list_page`` keys)
         self.cache = ManifestCache(list_page=world.config.list_page)
-        self.wire = Wire(world, random.Random(rng.getrandbits(64)), plan)
-        self.store = FaultyStore(
+        self.wire = self._wire(world, random.Random(rng.getrandbits(64)), plan)
+        self.faulty = FaultyStore(
             self.wire,
             seed=rng.getrandbits(64),
             lost_response_rate=plan.lost_rate,
@@ -158,9 +158,12 @@ class Process:
             latency=plan.latency,
             on_fault=self._charge,
         )
+        self.store: ObjectStore = self.faulty  # what the actors it hosts talk to
 
-    @staticmethod
-    def _charge(action: str, op: str, key: str) -> None:
+    def _wire(self, world: Stage, rng: random.Random, plan: WriterPlan) -> Wire:
+        return Wire(world, rng, plan)
+
+    def _charge(self, action: str, op: str, key: str) -> None:
         record = CURRENT_OP.get()
         if record is not None:
             if action == "lost":

@@ -25,6 +25,7 @@ from ..._wal import read_wal
 from ...backends.memory import MemoryStore
 from .config import BOUNDARY_KEY, LOG, MANIFESTS, ROOT, SimulationConfig
 from .history import CURRENT_OP, History, OpRecord
+from .leaders import Leading
 from .stage import Life, WriterPlan
 from .watchers import collect, read
 from .wire import Process
@@ -77,6 +78,9 @@ class World:
                 self.readers.append((plan, process))
         self._rng = rng
         self._nursery: trio.Nursery | None = None
+        # Leaders, with their own RNG: a seed's other draws are those it has without them.
+        lead_rng = random.Random(f"slate-epoch-sim/{seed}/lead")
+        self.leading = Leading(self, lead_rng) if lead_rng.random() < config.lead_rate else None
 
     def _plan(self, rng: random.Random, earlier: list[WriterPlan]) -> WriterPlan:
         c = self.config
@@ -143,6 +147,8 @@ class World:
                         actors.start_soon(self._collector, plan, process)
                     for plan, process in self.readers:
                         actors.start_soon(self._reader, plan, process)
+                    if self.leading is not None:
+                        actors.start_soon(self.leading.run)
         history.hung = deadline.cancelled_caught
         history.end_time = self.now()
         await self._read_final_store()
@@ -157,12 +163,14 @@ class World:
         counts["recreations"] += len(history.recreations)
         counts["entries_trimmed"] += len(history.wal_deletions)
         for process in self.processes:
-            counts["lost"] += process.store.counts["lost"]
-            counts["errors"] += process.store.counts["error"]
+            counts["lost"] += process.faulty.counts["lost"]
+            counts["errors"] += process.faulty.counts["error"]
             counts["late"] += process.wire.late
         for call in history.calls:
             if call.result in ("exists", "own") and call.key.startswith(MANIFESTS.folder):
                 counts["conflicts" if call.result == "exists" else "own_writes_found"] += 1
+        if self.leading is not None:
+            self.leading.count()
         for op in history.ops:
             counts[f"{op.kind}:{op.outcome}"] += 1
             if op.detail == "max_conflicts":
@@ -323,7 +331,7 @@ class World:
             result = await call()
             record.outcome = "ok"
         except trio.Cancelled:
-            record.outcome = "crashed" if life.crashed else "cancelled"
+            record.outcome = "crashed" if life.crashed else life.cancelled_as
             raise
         except ClaimTimeoutError as exc:
             record.outcome = type(exc).__name__
