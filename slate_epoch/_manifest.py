@@ -53,6 +53,7 @@ __all__ = [
     "encode",
     "new_id",
     "now_ms",
+    "use_cache",
 ]
 
 MAGIC: Final = b"SLEM"
@@ -253,6 +254,12 @@ def cache_of(store: object) -> ManifestCache:
         return _by_store.setdefault(store, ManifestCache())
     except TypeError:  # a store that can't be weakly referenced: nothing is remembered
         return ManifestCache()
+
+
+def use_cache(store: object, cache: ManifestCache) -> None:
+    """Make ``cache`` the process view of ``store`` from now on: for a caller that builds its own
+    (the simulation's processes scale down the cold search)."""
+    _by_store[store] = cache
 
 
 # -- the versions -------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from ..._errors import (
     TransientStoreError,
 )
 from ..._lead import lead
-from ..._manifest import Manifest, _by_store
+from ..._manifest import Manifest, use_cache
 from ..._store import ObjectMeta, listing
 from .._forwarding import ForwardingStore, Request
 from .config import FENCED, ROOT
@@ -165,7 +165,7 @@ class LeadHost(Process):
         self.record = HostRecord(name, max_latency(plan))
         world.history.hosts[name] = self.record
         self.store = Tap(self.faulty, self)
-        _by_store[self.store] = self.cache
+        use_cache(self.store, self.cache)
         self.paused = False
         self.dead = False
         self.outage_until = -math.inf
