@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import msgspec
 import pytest
 
-from slate_epoch import _claim, _layout, _lead, _manifest, _next_version, _wal
+from slate_epoch import _claim, _holding, _layout, _manifest, _next_version, _standby, _wal
 from slate_epoch._boundary import read_boundary
 from slate_epoch._claim import EpochHandle
 from slate_epoch._errors import (
@@ -28,10 +28,10 @@ from slate_epoch._errors import (
     WriteOutcomeUnknownError,
 )
 from slate_epoch._framing import frame
-from slate_epoch._lead import _Standby, _View
 from slate_epoch._manifest import Manifest, ManifestStore, encode
 from slate_epoch._retry import DEFAULT_BACKOFF, Backoff, Retrier, with_deadline
 from slate_epoch._sequence import ObjectSequence
+from slate_epoch._standby import Standby, View
 from slate_epoch._store import ObjectStore
 from slate_epoch._wal import WalEntry, WalWriter
 from slate_epoch.testing import SimulationConfig, Violation
@@ -503,7 +503,7 @@ def fenced_handles_keep_writing(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- lead ---------------------------------------------------------------------------------------
 
 _claim_epoch = _claim.claim_epoch
-_takeover_at = _Standby._takeover_at
+_takeover_at = Standby._takeover_at
 
 
 async def claim_epoch_adopting_the_claim(
@@ -539,17 +539,17 @@ async def claim_epoch_unfenced(store: ObjectStore, root: str = "", **options: An
     return handle
 
 
-def takeover_at_ignoring_the_release(self: _Standby, view: _View, now: float) -> float:
-    """``_Standby._takeover_at`` that reads a released lease as a held one: the role is taken
+def takeover_at_ignoring_the_release(self: Standby, view: View, now: float) -> float:
+    """``Standby._takeover_at`` that reads a released lease as a held one: the role is taken
     over only once the lease runs out, as if the holder had died."""
     lease = view.lease
     if lease is not None and lease.released:
-        view = _View(view.claim, msgspec.structs.replace(lease, released=False), view.etag)  # BUG
+        view = View(view.claim, msgspec.structs.replace(lease, released=False), view.etag)  # BUG
     return _takeover_at(self, view, now)
 
 
-def takeover_at_adding_the_leases(self: _Standby, view: _View, now: float) -> float:
-    """``_Standby._takeover_at`` that waits its own lease and the holder's one after the other
+def takeover_at_adding_the_leases(self: Standby, view: View, now: float) -> float:
+    """``Standby._takeover_at`` that waits its own lease and the holder's one after the other
     (``own + lease.lease``, not the larger of the two)."""
     at = _takeover_at(self, view, now)
     lease = view.lease
@@ -558,8 +558,8 @@ def takeover_at_adding_the_leases(self: _Standby, view: _View, now: float) -> fl
     return at
 
 
-def takeover_at_by_the_wall_clock(self: _Standby, view: _View, now: float) -> float:
-    """``_Standby._takeover_at`` that measures a held lease from its ``renewed_at_ms``, by this
+def takeover_at_by_the_wall_clock(self: Standby, view: View, now: float) -> float:
+    """``Standby._takeover_at`` that measures a held lease from its ``renewed_at_ms``, by this
     standby's wall clock: it trusts the holder's clock."""
     at = _takeover_at(self, view, now)
     lease = view.lease
@@ -573,9 +573,10 @@ def trust_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """The standby trusts the lease's wall-clock time, with clocks that disagree: the simulation
     runs on a mock clock, and its wall clocks stand still (as a standby's that lags the holder's
     more and more would): a stopped holder's lease never runs out."""
-    for module in (_lead, _manifest):  # the holders' clocks (renewed_at_ms), and the standby's
+    # the holders' clocks (renewed_at_ms), and the standby's
+    for module in (_holding, _standby, _manifest):
         monkeypatch.setattr(module, "now_ms", lambda: 1_700_000_000_000)
-    monkeypatch.setattr(_Standby, "_takeover_at", takeover_at_by_the_wall_clock)
+    monkeypatch.setattr(Standby, "_takeover_at", takeover_at_by_the_wall_clock)
 
 
 @dataclass(frozen=True)
@@ -761,21 +762,21 @@ BREAKAGES = [
     Breakage(
         "lead's takeover adopts the holder's claim instead of claiming",
         lambda monkeypatch: monkeypatch.setattr(
-            _lead, "claim_epoch", claim_epoch_adopting_the_claim
+            _standby, "claim_epoch", claim_epoch_adopting_the_claim
         ),
         _check(8),
         "check 8 (two holders at one epoch, or interleaved writes)",
     ),
     Breakage(
         "lead hands the body a handle that does not fence",
-        lambda monkeypatch: monkeypatch.setattr(_lead, "claim_epoch", claim_epoch_unfenced),
+        lambda monkeypatch: monkeypatch.setattr(_standby, "claim_epoch", claim_epoch_unfenced),
         _check(8, "after the newer claim"),
         "check 8 (an older holder's acknowledged write after a newer claim)",
     ),
     Breakage(
         "a standby ignores a released lease (waits it out)",
         lambda monkeypatch: monkeypatch.setattr(
-            _Standby, "_takeover_at", takeover_at_ignoring_the_release
+            Standby, "_takeover_at", takeover_at_ignoring_the_release
         ),
         _check(9, "stood released"),
         "check 9 (a released holder not succeeded within a poll)",
@@ -783,7 +784,7 @@ BREAKAGES = [
     Breakage(
         "a standby waits its own lease and the holder's one after the other",
         lambda monkeypatch: monkeypatch.setattr(
-            _Standby, "_takeover_at", takeover_at_adding_the_leases
+            Standby, "_takeover_at", takeover_at_adding_the_leases
         ),
         _check(9, "not renewed"),
         "check 9 (a stopped holder not succeeded within its lease and a poll)",
