@@ -64,7 +64,7 @@ from ._observe import (
     violated,
 )
 from ._observe import fenced as observe_fenced
-from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, gather, with_deadline
+from ._retry import DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Backoff, Retrier, with_deadline
 from ._store import ObjectStore
 from ._wal import FenceAttempt, WalWriter, attempt_fence, fence_log, replay_point_mover
 
@@ -167,7 +167,10 @@ async def claim_epoch(
                     if fence_wal:  # the rest of the fence: under the claim's deadline
                         with suppress(FencedError):  # fenced already: the handle knows, and
                             holder = _HolderOfTheLog(handle)  # its fence_wal() will say so
-                            handle._log = await fence_log(holder, retrier, *attempt)
+                            # The first attempt: a create that landed again after retention took
+                            # it (a resend) makes another, which would meet our own first fence.
+                            first = attempt[0] if attempt else None
+                            handle._log = await fence_log(holder, retrier, first)
                     return handle
                 # Step 3: a rival took the id.
                 conflicts += 1
@@ -471,23 +474,15 @@ class _HolderOfTheLog:
     async def confirm(self, retrier: Retrier) -> None:
         handle = self._handle
         following = handle.manifest_id + 1
-        seen: dict[str, object] = {}
-
         io = handle._manifests.observed()
-
-        async def look() -> None:
-            seen["next"] = await retrier.call(partial(io.exists, following))
-
-        async def boundary() -> None:
-            seen["boundary"] = await retrier.call(io.read_boundary)
-
-        await gather(look, boundary)
-        collected = seen["boundary"]
-        assert isinstance(collected, int)
-        # Nothing after the newest version the handle knows (and not because retention took
-        # it): no newer claim. Otherwise, read on.
-        if seen["next"] or collected >= following:
-            await handle.refresh()
+        # The look first, the boundary after it: retention moves the boundary before it deletes,
+        # so a boundary still below the id when read after the look means the id had never been
+        # deleted when the look found it absent. (Read at once, a boundary read before a
+        # collection could pair with a look after it: a newer claim missed.)
+        absent = not await retrier.call(partial(io.exists, following))
+        if absent and await retrier.call(io.read_boundary) < following:
+            return  # nothing after the newest version the handle knows: no newer claim
+        await handle.refresh()
 
     async def refresh(self) -> Manifest:
         return await self._handle.refresh()

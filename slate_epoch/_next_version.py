@@ -50,6 +50,10 @@ async def write_next(
     create that landed."""
     data = encode(manifest)  # once: every retry resends these exact bytes
     resent = False
+    # Whether our bytes may be at the id: a resend (our first send may have landed), or a create
+    # that landed at or below the retention boundary - a recreation of a deleted id, or our own
+    # version that others wrote on top of and retention then passed, before the check read it.
+    maybe_ours = False
     while True:
         retrier.attempts += 1
         try:
@@ -65,6 +69,7 @@ async def write_next(
             continue
         except ManifestVersionExistsError as exc:
             retrier.failed(exc)
+            maybe_ours = resent or exc.collected
             break
         return True, None
     # Step 3: is our write in the history? Only ours carries our write id.
@@ -75,10 +80,8 @@ async def write_next(
         return True, newest
     if base is None:
         return False, newest  # a claim: a newer version that does not carry it is a rival's
-    if not resent:
-        # Our one send was answered: the id was taken (nothing written), or we wrote at a
-        # deleted id, which is garbage (taken away at once). Either way not in the history.
-        return False, newest
+    if not maybe_ours:
+        return False, newest  # our one send found the id taken: nothing written
     before = base.claim(role)
     assert before is not None
     if newest[1].carries(role, claim.claim_id, before.last_write_id):

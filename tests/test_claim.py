@@ -19,6 +19,7 @@ from slate_epoch import (
     Manifest,
     ManifestStore,
     ManifestVersionExistsError,
+    NotFoundError,
     ObjectStore,
     OperationTimeoutError,
     RoleClaim,
@@ -588,12 +589,60 @@ async def test_an_update_whose_version_retention_took_is_reported_unknown(
     assert type(later.value) is FencedError
 
 
-async def test_a_fenced_update_whose_one_send_was_answered_is_plainly_fenced(
+async def test_a_fenced_update_whose_one_send_found_the_id_taken_is_plainly_fenced(
     store: ObjectStore,
 ) -> None:
-    """The same retention and newer claim, but the update's only send was answered (it met the
-    newer claim's version, and then recreated a deleted id): nothing of it landed, and a plain
-    FencedError says so."""
+    """A newer claim and retention ran, but the update's only send found its id taken: nothing
+    of it landed, and a plain FencedError says so."""
+    view = Interposer(store)
+    writer = await claim_epoch(view)  # 1
+
+    async def meanwhile() -> None:
+        await claim_epoch(Interposer(store))  # 2: a newer writer takes the id first
+        await claim_epoch(Interposer(store), role="compactor")  # 3
+        await collect_garbage(Interposer(store), keep=2)  # boundary 1: 2 stays
+
+    view.on_create("manifest/", before=meanwhile)
+    with pytest.raises(FencedError) as caught:
+        await writer.update(append(b"U"))  # 2 is taken: answered, nothing written
+    assert type(caught.value) is FencedError
+    latest = await ManifestStore(Interposer(store)).read_latest()
+    assert latest is not None
+    assert (latest[0], latest[1].state) == (3, b"")
+
+
+async def test_an_update_that_landed_and_was_passed_by_retention_is_reported_unknown(
+    store: ObjectStore,
+) -> None:
+    """Found by the soak (seed 9275): the update's one send lands at 2 and is answered, but
+    before its boundary check reads, a newer claim lands on top (3) and retention passes 2
+    (keep=1: boundary 2, deleting 1 and 2). The check finds 2 at or below the boundary, where a
+    stale writer's recreation would look the same, and nothing left tells: the update landed
+    (3 holds its state), so a plain FencedError would lie. WriteOutcomeUnknownError."""
+    view = Interposer(store)
+    writer = await claim_epoch(view)  # 1
+
+    async def meanwhile() -> None:
+        await claim_epoch(Interposer(store))  # 3: a newer writer, on top of the update
+        await collect_garbage(Interposer(store), keep=1)  # boundary 2: deletes 1 and 2
+
+    view.on_create("manifest/", after=meanwhile)  # answered: no lost response
+    with pytest.raises(WriteOutcomeUnknownError) as caught:
+        await writer.update(append(b"U"))
+    assert (caught.value.role, caught.value.epoch, caught.value.newer_epoch) == ("writer", 1, 2)
+    latest = await ManifestStore(Interposer(store)).read_latest()
+    assert latest is not None
+    assert (latest[0], latest[1].state) == (3, b"U")  # it had landed
+
+
+async def test_a_one_send_recreation_below_the_boundary_is_never_acknowledged(
+    store: ObjectStore,
+) -> None:
+    """The update's only send recreates an id retention had already deleted (a newer writer at
+    2, a compactor at 3, retention to 2). The store then looks exactly as when its version had
+    landed and been passed (above), so the handle can't say which: it is fenced
+    (WriteOutcomeUnknownError, a FencedError), its recreation is taken away, and nothing of it
+    is in the history."""
     view = Interposer(store)
     writer = await claim_epoch(view)  # 1
 
@@ -603,9 +652,10 @@ async def test_a_fenced_update_whose_one_send_was_answered_is_plainly_fenced(
         await collect_garbage(Interposer(store), keep=1)  # deletes 1 and 2
 
     view.on_create("manifest/", before=meanwhile)
-    with pytest.raises(FencedError) as caught:
+    with pytest.raises(WriteOutcomeUnknownError):
         await writer.update(append(b"U"))  # recreates 2 below the boundary: garbage
-    assert type(caught.value) is FencedError
     latest = await ManifestStore(Interposer(store)).read_latest()
     assert latest is not None
     assert (latest[0], latest[1].state) == (3, b"")
+    with pytest.raises(NotFoundError):  # the recreation was taken away
+        await store.head("manifest/00000000000000000002.manifest")

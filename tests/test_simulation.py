@@ -90,6 +90,22 @@ def test_every_seed_holds_the_invariants(chunk: int) -> None:
     assert not missing, f"never exercised: {missing}"
 
 
+# Seeds the 100,000-seed soak of 2026-12-01 failed, each on a real bug since fixed; a seed
+# replays its history exactly, so each fails again if its fix is undone.
+SOAK_FINDINGS = {
+    3216: "claim_epoch(fence_wal=True) passed fence_log every first step its create ran beside",
+    9275: "an update that landed and that retention passed was reported a plain FencedError",
+    19854: "fence_wal's confirmation read the boundary before a collection and its look after it",
+    74535: "the same confirmation race: an older writer appended above a newer fence",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(SOAK_FINDINGS))
+def test_the_seeds_a_soak_failed_hold_the_invariants(seed: int) -> None:
+    report = simulate(seed)
+    assert report.ok, f"{SOAK_FINDINGS[seed]}:\n{report.describe()}"
+
+
 def test_a_seed_replays_exactly() -> None:
     first, second = simulate(13), simulate(13)
     assert first.history.trace() == second.history.trace()

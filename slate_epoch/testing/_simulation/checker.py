@@ -85,9 +85,11 @@ def check_history(history: History) -> list[Violation]:
        ``FencedError``) may leave one - the corner where a newer claim of the role landed on top
        and retention passed the version the update wrote before it could look - and it is raised
        only there: by a handle a newer claim had fenced, after retention ran, in an operation
-       that met a fault (counted; ``landed_unknown:update`` those whose write had landed). The
-       same for ``mark_replayed``: an acknowledged one wrote the version its write id names,
-       with the replay point at the id it marked; a fenced one never moved the replay point.
+       that met a fault or whose create landed at an id the boundary reached before it ended
+       (counted;
+       ``landed_unknown:update`` those whose write had landed). The same for ``mark_replayed``:
+       an acknowledged one wrote the version its write id names, with the replay point at the
+       id it marked; a fenced one never moved the replay point.
     4. **Termination.** Every claim ended in success, ``ClaimTimeoutError`` or a crash (the
        handle's and the log's operations: success, ``FencedError``, ``OperationTimeoutError`` or
        a crash, and a leader's update also ``interrupted``: its body cancelled by ``lead``;
@@ -343,9 +345,31 @@ def _check_writes(
 
     seq_of = {manifest_id: seq for seq, _, manifest_id in history.landings}
     retention_moves = [seq for seq, _ in history.boundary_moves]
+    landed_by: dict[int, list[tuple[int, int]]] = {}  # op index -> (seq, manifest id) landed
+    for seq, index, manifest_id in [*history.landings, *history.recreations]:
+        landed_by.setdefault(index, []).append((seq, manifest_id))
+
+    def overtaken(op: OpRecord) -> bool:
+        """One of ``op``'s creates landed at an id the boundary reached before ``op`` ended
+        (before the create: a recreation; after it: its version, passed)."""
+        return any(
+            seq < op.end_seq and value >= manifest_id
+            for _, manifest_id in landed_by.get(op.index, ())
+            for seq, value in history.boundary_moves
+        )
+
     for op in history.ops:
         if op.outcome == UNKNOWN and op.kind in ("update", "mark", "fence"):
-            check_unknown(op, newer_claim(op), seq_of, retention_moves, "retention", 3, fail)
+            check_unknown(
+                op,
+                newer_claim(op),
+                seq_of,
+                retention_moves,
+                "retention",
+                3,
+                fail,
+                overtaken=overtaken(op),
+            )
 
     # Each handle marks ids of its own appends, each once: only a handle's own mark can move the
     # replay point to such an id - unless two handles were acknowledged the same log id (check 6
