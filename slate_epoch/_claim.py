@@ -95,7 +95,7 @@ async def claim_epoch(
     ``fence_wal=True`` (writer role) also fences the write-ahead log, as ``handle.fence_wal()``
     would (which then returns that writer), but sooner: the fence is tried as soon as the
     claim's create has landed, beside the claim's own last request. A cold claim and its fence
-    cost five round trips instead of six. Everything runs under ``timeout``. If a newer claim
+    cost six round trips instead of seven. Everything runs under ``timeout``. If a newer claim
     lands before the fence stands, the handle is returned fenced, as any claim's may be:
     its ``fence_wal()`` raises ``FencedError``.
     """
