@@ -202,8 +202,9 @@ class FencedError(SlateEpochError):
 
 class WriteOutcomeUnknownError(FencedError):
     """The handle is fenced, and the write of the call that raised it may have landed before
-    the newer claim: its response was lost, and what could tell is gone (retention deleted the
-    manifest version it wrote, or a newer writer trimmed the log entry it appended). Treat the
+    the newer claim: its response was lost, or its create landed at an id retention had reached
+    by the time it checked, and what could tell is gone (retention deleted the manifest version
+    it wrote, or a newer writer trimmed the log entry it appended). Treat the
     write as possibly applied: the newer holder's state (or log replay) has it or not.
 
     A ``FencedError``, so ``except FencedError`` still catches it. ``write`` says which write:
@@ -213,8 +214,8 @@ class WriteOutcomeUnknownError(FencedError):
         super().__init__(role, epoch, newer_epoch)
         self.args = (
             f"role {role!r}: epoch {epoch} is fenced by epoch {newer_epoch}; whether its "
-            f"{write} landed before that is unknown (its response was lost, and the object "
-            "that could tell was since deleted)",
+            f"{write} landed before that is unknown (its response was lost, or retention "
+            "reached its id, and the object that could tell was since deleted)",
         )
         self.write = write
 
