@@ -167,8 +167,6 @@ async def claim_epoch(
                     if fence_wal:  # the rest of the fence: under the claim's deadline
                         with suppress(FencedError):  # fenced already: the handle knows, and
                             holder = _HolderOfTheLog(handle)  # its fence_wal() will say so
-                            # The first attempt: a create that landed again after retention took
-                            # it (a resend) makes another, which would meet our own first fence.
                             first = attempt[0] if attempt else None
                             handle._log = await fence_log(holder, retrier, first)
                     return handle
@@ -509,6 +507,10 @@ def _fence_attempt(
     start = max(claim.replay_after, claim.log_fence)
 
     async def attempt() -> None:
+        if into:
+            # Once: a create that lands again (a resend recreating the id retention took)
+            # would try the same fence, meet our own, and take it for another's.
+            return
         with suppress(SlateEpochError):  # then fence_log tries again from the start
             into.append(await attempt_fence(store, root, start, retrier))
 

@@ -58,6 +58,15 @@ class Standby:
         self.attempts = 0
         self.last_error: BaseException | None = None
 
+    async def _look(self, poll: float, *, verify: bool) -> View | float:
+        """The view, if it says it is time to take over; else when to look again."""
+        view = await self._observe(verify=verify)
+        now = anyio.current_time()
+        if view is None:
+            return now + poll
+        at = self._takeover_at(view, now)
+        return view if at <= now else min(now + poll, at)
+
     async def attempt(self) -> Holder | float:
         """Look, and take over if it is time: the holder, or when to look again."""
         # Each wait is drawn from [3/4, 1] of poll_every. With fixed waits, polls and renewals
@@ -65,22 +74,14 @@ class Standby:
         # standby looked renews right after each of its looks, and every takeover would cost the
         # worst case, a whole poll more. (Also spreads several standbys' looks apart.)
         poll = self.settings.poll_every * random.uniform(0.75, 1.0)
-        view = await self._observe(verify=False)
-        now = anyio.current_time()
-        if view is None:
-            return now + poll
-        at = self._takeover_at(view, now)
-        if at > now:
-            return min(now + poll, at)
-        # Time to take over. Look once more, reading the newest manifest with the retention
-        # boundary checked, so that no claim (even one whose version retention deleted) hides.
-        view = await self._observe(verify=True)
-        now = anyio.current_time()
-        if view is None:
-            return now + poll
-        at = self._takeover_at(view, now)
-        if at > now:
-            return min(now + poll, at)
+        looked = await self._look(poll, verify=False)
+        if isinstance(looked, View):
+            # Time to take over. Look once more, reading the newest manifest with the retention
+            # boundary checked, so that no claim (even one whose version retention deleted) hides.
+            looked = await self._look(poll, verify=True)
+        if not isinstance(looked, View):
+            return looked
+        view = looked
         holder = await self._take_over(view)
         if holder is not None:
             holder.taken_over_because = _why_free(view)

@@ -59,7 +59,7 @@ from ..._store import ObjectMeta, listing
 from .._forwarding import ForwardingStore, Request
 from .config import FENCED, ROOT
 from .history import HostRecord, LeadRecord
-from .stage import Life, Stage, WriterPlan
+from .stage import Life, Stage, WriterPlan, draw_latency
 from .wire import Process
 from .writer import Writer
 
@@ -218,14 +218,7 @@ def _plan(rng: random.Random, world: Stage, index: int, role: str) -> WriterPlan
     random faults: only the events injected) with ``lead_calm_rate``."""
     c = world.config
     calm = rng.random() < c.lead_calm_rate
-    latency: tuple[float, float] | None = None
-    tick_latency: tuple[float, int] | None = None
-    kind = rng.random()
-    if kind < 0.4:
-        latency = (0.0, rng.uniform(0.0, c.max_latency))
-    elif kind < 0.8:
-        tick = rng.choice((0.001, 0.005, 0.01))
-        tick_latency = (tick, max(0, int(c.max_latency / tick)))
+    latency, tick_latency = draw_latency(rng, c.max_latency)
     return WriterPlan(
         index=index,
         role=role,

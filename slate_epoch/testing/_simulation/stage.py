@@ -18,7 +18,7 @@ from .history import History, OpRecord
 if TYPE_CHECKING:
     import trio
 
-__all__ = ["Host", "Life", "Stage", "WriterPlan"]
+__all__ = ["Host", "Life", "Stage", "WriterPlan", "draw_latency"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,21 @@ class WriterPlan:
     tick_latency: tuple[float, int] | None  # the wire's: (tick, n): a whole number of ticks <= n
     start_at: float
     host: int  # the writer whose process this one starts in (itself, or an earlier one)
+
+
+def draw_latency(
+    rng: random.Random, max_latency: float
+) -> tuple[tuple[float, float] | None, tuple[float, int] | None]:
+    """A process's latency (``WriterPlan.latency``, ``.tick_latency``): none (every call a bare
+    checkpoint), FaultyStore's continuous draw, or the wire's whole number of ticks. With none
+    or ticks, tasks that wake at the same instant are ordered by trio's (seeded) shuffle."""
+    kind = rng.random()
+    if kind < 0.4:
+        return (0.0, rng.uniform(0.0, max_latency)), None
+    if kind < 0.8:
+        tick = rng.choice((0.001, 0.005, 0.01))
+        return None, (tick, max(0, int(max_latency / tick)))
+    return None, None
 
 
 class Host(Protocol):

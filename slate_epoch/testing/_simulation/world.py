@@ -26,7 +26,7 @@ from ...backends.memory import MemoryStore
 from .config import BOUNDARY_KEY, LOG, MANIFESTS, ROOT, SimulationConfig
 from .history import CURRENT_OP, History, OpRecord
 from .leaders import Leading
-from .stage import Life, WriterPlan
+from .stage import Life, WriterPlan, draw_latency
 from .watchers import collect, read
 from .wire import Process
 from .writer import Writer
@@ -86,17 +86,7 @@ class World:
         c = self.config
         index = len(earlier)
         calm = rng.random() < 0.1  # some processes see no faults at all
-        # Latency: none (every call a bare checkpoint), FaultyStore's continuous draw, or the
-        # wire's whole number of ticks. With none or ticks, and the writers that start at 0,
-        # several tasks wake at the same instant and trio's (seeded) shuffle orders them.
-        latency: tuple[float, float] | None = None
-        tick_latency: tuple[float, int] | None = None
-        kind = rng.random()
-        if kind < 0.4:
-            latency = (0.0, rng.uniform(0.0, c.max_latency))
-        elif kind < 0.8:
-            tick = rng.choice((0.001, 0.005, 0.01))
-            tick_latency = (tick, max(0, int(c.max_latency / tick)))
+        latency, tick_latency = draw_latency(rng, c.max_latency)  # (the writers at 0 wake together)
         return WriterPlan(
             index=index,
             role="compactor" if rng.random() < c.compactor_rate else "writer",
